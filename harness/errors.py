@@ -1,0 +1,9 @@
+"""The one exception type the CLI turns into a single readable line (no traceback)."""
+
+
+class HarnessError(Exception):
+    """A problem the user can fix: bad input, missing files, unknown names.
+
+    The message is shown as-is after ``error:``; it should name the file (and line) at fault
+    and, where there is one, the way to recover.
+    """
