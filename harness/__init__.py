@@ -5,3 +5,5 @@ maxsim) -> evaluate (pytrec_eval) -> results (provenance, atomic JSON) -> table 
 """
 
 __version__ = "0.1.0"
+
+from harness.models import berthash as _berthash  # noqa: E402,F401  (registers bert_hash with transformers' Auto classes)

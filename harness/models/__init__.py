@@ -1,0 +1,1 @@
+"""Encoders: BertHash (dense), ColBERT (multi-vector) and the MUVERA fixed-dimensional encoding."""

@@ -1,0 +1,1 @@
+"""Standalone BertHash config/model files, copied verbatim into saved checkpoints (see berthash.py)."""

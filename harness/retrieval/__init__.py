@@ -1,0 +1,1 @@
+"""Retrieval: exact dense search, BM25, late-interaction (maxsim) scoring."""
