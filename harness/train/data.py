@@ -1,0 +1,191 @@
+"""Training-data recipe for the pico students (issue 4).
+
+Only these sources are used:
+
+* corpus text of scifact and nfcorpus (title + text),
+* their TRAIN/DEV queries, i.e. query ids that appear in ``qrels/train.tsv`` / ``qrels/dev.tsv``,
+* pseudo-queries derived from the documents (the title, a sentence of the abstract).
+
+Test queries (any id in ``qrels/test.tsv``) and test judgments are never read into the training
+set: :func:`load_split_queries` drops them explicitly and :func:`assert_no_test_leak` checks it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+@dataclass
+class Dataset:
+    """One BEIR dataset reduced to what training may see."""
+
+    name: str
+    doc_ids: list[str]
+    doc_titles: list[str]
+    doc_texts: list[str]
+    query_ids: list[str] = field(default_factory=list)  # train/dev queries only
+    query_texts: list[str] = field(default_factory=list)
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)  # train/dev judgments only
+    test_query_ids: frozenset[str] = frozenset()  # kept only to prove they are excluded
+
+    @property
+    def docs(self) -> list[str]:
+        """Document strings as the retrieval harness encodes them: ``title + " " + text``."""
+        return [(t + " " + x).strip() for t, x in zip(self.doc_titles, self.doc_texts)]
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem + ".jsonl.gz", stem + ".jsonl"):
+        if (folder / name).exists():
+            return folder / name
+    raise HarnessError(f"{folder}: no {stem}.jsonl(.gz) found; expected a BEIR dataset folder")
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline()
+        if not header.lower().startswith("query-id"):
+            raise HarnessError(f"{path}:1: expected header 'query-id\\tcorpus-id\\tscore'")
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise HarnessError(f"{path}:{lineno}: expected 3 tab-separated fields")
+            out.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    return out
+
+
+def load_split_queries(folder: Path, splits=("train", "dev")):
+    """Return (query ids, texts, qrels) of the given splits, with every test query id removed."""
+    qdir = folder / "qrels"
+    test_path = qdir / "test.tsv"
+    test_ids = frozenset(read_qrels(test_path)) if test_path.exists() else frozenset()
+    if "test" in splits:
+        raise HarnessError("training may not use the test split")
+    qrels: dict[str, dict[str, int]] = {}
+    for split in splits:
+        p = qdir / f"{split}.tsv"
+        if p.exists():
+            for qid, rel in read_qrels(p).items():
+                if qid in test_ids:  # a query id shared with test is dropped, judgments and all
+                    continue
+                qrels.setdefault(qid, {}).update(rel)
+    ids, texts = [], []
+    with _open_text(_find(folder, "queries")) as f:
+        for line in f:
+            row = json.loads(line)
+            qid = str(row["_id"])
+            if qid in qrels and qid not in test_ids:
+                ids.append(qid)
+                texts.append(row["text"])
+    return ids, texts, qrels, test_ids
+
+
+def load_dataset(folder: str | Path, splits=("train", "dev")) -> Dataset:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HarnessError(f"{folder}: dataset folder not found")
+    ids, titles, texts = [], [], []
+    with _open_text(_find(folder, "corpus")) as f:
+        for line in f:
+            row = json.loads(line)
+            ids.append(str(row["_id"]))
+            titles.append(row.get("title") or "")
+            texts.append(row.get("text") or "")
+    qids, qtexts, qrels, test_ids = load_split_queries(folder, splits)
+    ds = Dataset(folder.name, ids, titles, texts, qids, qtexts, qrels, test_ids)
+    assert_no_test_leak(ds)
+    return ds
+
+
+def assert_no_test_leak(ds: Dataset) -> None:
+    leaked = set(ds.query_ids) & ds.test_query_ids or set(ds.qrels) & ds.test_query_ids
+    if leaked:
+        raise HarnessError(f"{ds.name}: test queries leaked into training data: {sorted(leaked)[:5]}")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENT_SPLIT.split(text) if len(s.strip()) >= 20]
+
+
+@dataclass
+class TrainQuery:
+    text: str
+    dataset: str
+    kind: str  # "query" (train/dev), "title", "sentence"
+    positives: tuple[int, ...]  # doc indices (within its dataset) known relevant / the source doc
+
+
+def pseudo_queries(ds: Dataset, sentences_per_doc: int, rng: random.Random) -> list[TrainQuery]:
+    """Document-derived pseudo-queries: the title -> its document, and random abstract sentences
+    -> their document (the harness scores the sentence against the whole document)."""
+    out = []
+    for i, (title, text) in enumerate(zip(ds.doc_titles, ds.doc_texts)):
+        if len(title.strip()) >= 10:
+            out.append(TrainQuery(title.strip(), ds.name, "title", (i,)))
+        sents = split_sentences(text)
+        rng.shuffle(sents)
+        for s in sents[:sentences_per_doc]:
+            out.append(TrainQuery(s[:400], ds.name, "sentence", (i,)))
+    return out
+
+
+def real_queries(ds: Dataset) -> list[TrainQuery]:
+    index = {d: i for i, d in enumerate(ds.doc_ids)}
+    out = []
+    for qid, text in zip(ds.query_ids, ds.query_texts):
+        pos = tuple(index[d] for d, s in ds.qrels.get(qid, {}).items() if s > 0 and d in index)
+        out.append(TrainQuery(text, ds.name, "query", pos))
+    return out
+
+
+def build_queries(ds: Dataset, sentences_per_doc: int = 2, seed: int = 0, use_real: bool = True,
+                  use_pseudo: bool = True) -> list[TrainQuery]:
+    rng = random.Random(f"{seed}:{ds.name}")
+    out = []
+    if use_real:
+        out += real_queries(ds)
+    if use_pseudo:
+        out += pseudo_queries(ds, sentences_per_doc, rng)
+    return out
+
+
+def fingerprint(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def recipe_summary(datasets: list[Dataset], queries: dict[str, list[TrainQuery]]) -> dict:
+    """Counts for the model card."""
+    out = {}
+    for ds in datasets:
+        qs = queries.get(ds.name, [])
+        kinds: dict[str, int] = {}
+        for q in qs:
+            kinds[q.kind] = kinds.get(q.kind, 0) + 1
+        out[ds.name] = {
+            "documents": len(ds.doc_ids),
+            "train_dev_queries": len(ds.query_ids),
+            "test_queries_excluded": len(ds.test_query_ids),
+            "training_queries_by_kind": kinds,
+        }
+    return out

@@ -1,0 +1,363 @@
+"""Dense ``pico`` student: (optional MLM) -> embedding distillation (MSE to the PCA-80 teacher
+embedding) -> KL distillation of teacher score distributions over candidate lists.
+
+Stages run in order; each is checkpointed every ``checkpoint.every`` steps (atomic writes) and a
+``--resume`` run continues from the last checkpoint with the same batches (batch sampling is a
+pure function of (seed, stage, step)).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.errors import HarnessError
+from harness.train import data as tdata
+from harness.train.common import (
+    Checkpointer,
+    Pool,
+    kl_teacher_student,
+    plot_losses,
+    sample_candidates,
+    seed_everything,
+    step_rng,
+    teacher_topk,
+    warmup_linear,
+)
+from harness.train.teacher import Teacher, teacher_path
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:
+    """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary."""
+    dcfg = cfg["data"]
+    root = Path(dcfg["root"])
+    pools, summary_ds, summary_q = [], [], {}
+    for name in datasets if datasets is not None else dcfg["datasets"]:
+        ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
+        tdata.assert_no_test_leak(ds)
+        qs = tdata.build_queries(ds, sentences_per_doc=dcfg["sentences_per_doc"], seed=dcfg["seed"],
+                                 use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"])
+        q_texts = [q.text for q in qs]
+        t_q = teacher.encode(q_texts, name=f"{ds.name}-queries")
+        t_d = teacher.encode(ds.docs, name=f"{ds.name}-docs")
+        topk = teacher_topk(t_q, t_d, dcfg["teacher_topk"])
+        pools.append(Pool(ds.name, ds.docs, q_texts, t_d, t_q, topk, [q.positives for q in qs],
+                          [q.kind for q in qs]))
+        summary_ds.append(ds)
+        summary_q[ds.name] = qs
+    return pools, tdata.recipe_summary(summary_ds, summary_q)
+
+
+class PCA:
+    """Teacher 384 -> ``dims`` reduction: centred PCA, then one global scale so entries have RMS 1
+    (the scale does not change cosines; it keeps the MSE well conditioned)."""
+
+    def __init__(self, X: np.ndarray, dims: int):
+        self.mean = X.mean(0)
+        _, s, vt = np.linalg.svd(X - self.mean, full_matrices=False)
+        self.components = vt[:dims]  # (dims, 384)
+        self.explained = float((s[:dims] ** 2).sum() / (s**2).sum())
+        Z = (X - self.mean) @ self.components.T
+        self.scale = float(1.0 / np.sqrt((Z**2).mean()))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) @ self.components.T * self.scale).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def load_tokenizer(cfg: dict | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(teacher_path()))
+
+
+def new_base(cfg: dict):
+    from harness.models.berthash import BertHashForMaskedLM, pico_config
+
+    conf = pico_config()
+    for k, v in cfg.get("model", {}).items():
+        if k != "name":
+            setattr(conf, k, v)
+    return BertHashForMaskedLM(conf)
+
+
+def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class DenseStudent(torch.nn.Module):
+    """BertHash encoder + mean pooling (exactly the saved sentence-transformers pipeline)."""
+
+    def __init__(self, base, tokenizer):
+        super().__init__()
+        self.base = base  # BertHashModel
+        self.tokenizer = tokenizer
+
+    def forward(self, texts: list[str], max_len: int) -> torch.Tensor:
+        enc = self.tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        h = self.base(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return mean_pool(h, enc["attention_mask"])
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], max_len: int, batch_size: int = 128) -> np.ndarray:
+        was = self.training
+        self.eval()
+        order = np.argsort([len(t) for t in texts])
+        out = np.zeros((len(texts), self.base.config.hidden_size), dtype=np.float32)
+        for s in range(0, len(texts), batch_size):
+            idx = order[s:s + batch_size]
+            out[idx] = self([texts[i] for i in idx], max_len).numpy()
+        self.train(was)
+        return out
+
+
+# ----------------------------------------------------------------------------- stage runner
+
+
+class StageRunner:
+    """Generic loop: ``step_fn(step, rng) -> loss tensor``; handles optimizer, schedule,
+    checkpoints, tqdm and loss history."""
+
+    def __init__(self, ckpt: Checkpointer, module: torch.nn.Module, cfg: dict, seed: int, timer_start: float):
+        self.ckpt, self.module, self.cfg, self.seed = ckpt, module, cfg, seed
+        self.every = int(cfg["checkpoint"]["every"])
+        self.t_start = time.time() - timer_start
+
+    def wall(self) -> float:
+        return time.time() - self.t_start
+
+    def run(self, stage: str, steps: int, lr: float, params, step_fn, warmup_frac=0.06,
+            weight_decay=0.01, log_every: int = 10, max_grad_norm: float = 1.0):
+        st = self.ckpt.state
+        if stage in st["done"] or steps <= 0:
+            return
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        sched = warmup_linear(opt, max(1, int(warmup_frac * steps)), steps)
+        start = 0
+        hist = st["history"].setdefault(stage, [])
+        if st.get("stage") == stage and st.get("optimizer") is not None:
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            start = int(st["step"])
+            if st.get("torch_rng") is not None:
+                torch.set_rng_state(st["torch_rng"])
+        self.module.train()
+        bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, dynamic_ncols=True)
+        run_loss = None
+        for step in bar:
+            rng = step_rng(self.seed, stage, step)
+            loss = step_fn(step, rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            sched.step()
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise HarnessError(f"stage {stage}: loss became {lv} at step {step}; lower the learning rate")
+            run_loss = lv if run_loss is None else 0.95 * run_loss + 0.05 * lv
+            if step % log_every == 0 or step == steps - 1:
+                hist.append((step, lv))
+                bar.set_postfix(loss=f"{run_loss:.4g}")
+            if (step + 1) % self.every == 0 and step + 1 < steps:
+                self.ckpt.save(stage=stage, step=step + 1, model=self.module.state_dict(),
+                               optimizer=opt.state_dict(), scheduler=sched.state_dict(), wall=self.wall())
+        st["done"].append(stage)
+        st.setdefault("stage_wall", {})[stage] = self.wall()
+        self.ckpt.save(stage=None, step=0, model=self.module.state_dict(), optimizer=None, scheduler=None,
+                       wall=self.wall())
+
+
+def _mask_tokens(input_ids: torch.Tensor, attn: torch.Tensor, tok, prob: float, gen: torch.Generator):
+    labels = input_ids.clone()
+    special = (input_ids == tok.cls_token_id) | (input_ids == tok.sep_token_id) | (attn == 0)
+    pick = (torch.rand(input_ids.shape, generator=gen) < prob) & ~special
+    labels[~pick] = -100
+    inp = input_ids.clone()
+    r = torch.rand(input_ids.shape, generator=gen)
+    inp[pick & (r < 0.8)] = tok.mask_token_id
+    rand_ids = torch.randint(999, tok.vocab_size, input_ids.shape, generator=gen)
+    sel = pick & (r >= 0.8) & (r < 0.9)
+    inp[sel] = rand_ids[sel]
+    return inp, labels
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_dir=None) -> dict:
+    torch.set_num_threads(int(cfg["run"].get("threads", 2)))
+    seed = int(cfg["run"]["seed"])
+    seed_everything(seed)
+    run_dir = Path(cfg["run"]["run_dir"])
+    ckpt = Checkpointer(run_dir, resume)
+    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
+    t0 = time.time()
+    if pools is None:
+        pools, recipe = load_pools(cfg, teacher)
+    else:
+        recipe = {p.name: {"documents": len(p.docs), "training_queries": len(p.queries)} for p in pools}
+    prep_time = time.time() - t0
+    tok = load_tokenizer(cfg)
+    mlm = new_base(cfg)
+    student = DenseStudent(mlm.bert, tok)
+    if ckpt.resumed:
+        mlm.load_state_dict(ckpt.state["model"])
+    runner = StageRunner(ckpt, mlm, cfg, seed, ckpt.state.get("wall", 0.0))
+
+    # --- stage 0: MLM (optional)
+    mc = cfg["mlm"]
+    all_docs = [d for p in pools for d in p.docs]
+    all_queries = [q for p in pools for q in p.queries]
+    mlm_texts = all_docs + all_queries
+    gen = torch.Generator()
+
+    def mlm_step(step, rng):
+        gen.manual_seed(int(rng.integers(2**31)))
+        texts = [mlm_texts[i] for i in rng.integers(len(mlm_texts), size=mc["batch"])]
+        enc = tok(texts, truncation=True, max_length=mc["max_len"], padding=True, return_tensors="pt")
+        inp, labels = _mask_tokens(enc["input_ids"], enc["attention_mask"], tok, mc["mask_prob"], gen)
+        return mlm(input_ids=inp, attention_mask=enc["attention_mask"], labels=labels).loss
+
+    runner.run("mlm", mc["steps"], mc["lr"], [p for p in mlm.parameters()], mlm_step)
+
+    # --- stage 1: embedding distillation, MSE to PCA-reduced teacher embeddings
+    ec = cfg["embed"]
+    dims = mlm.config.hidden_size
+    T_docs = np.concatenate([p.t_docs for p in pools])
+    T_queries = np.concatenate([p.t_queries for p in pools])
+    pca = PCA(np.concatenate([T_docs, T_queries]), dims)
+    Z_docs, Z_queries = torch.from_numpy(pca(T_docs)), torch.from_numpy(pca(T_queries))
+    enc_params = list(mlm.bert.parameters())
+
+    def embed_step(step, rng):
+        di = rng.integers(len(all_docs), size=ec["batch_docs"])
+        qi = rng.integers(len(all_queries), size=ec["batch_queries"])
+        d = student([all_docs[i] for i in di], ec["doc_max_len"])
+        q = student([all_queries[i] for i in qi], ec["query_max_len"])
+        loss = F.mse_loss(d, Z_docs[di]) + F.mse_loss(q, Z_queries[qi])
+        if ec.get("cos_weight", 0):
+            loss = loss + ec["cos_weight"] * ((1 - F.cosine_similarity(d, Z_docs[di])).mean()
+                                               + (1 - F.cosine_similarity(q, Z_queries[qi])).mean())
+        return loss
+
+    runner.run("embed", ec["steps"], ec["lr"], enc_params, embed_step)
+    evals = {}
+    if cfg["eval"]["after_embed"]:
+        evals["after_embed"] = quick_eval_dense(student, cfg)
+
+    # --- stage 2: KL over candidate lists (teacher top-k + positives + random, all in-batch)
+    kc = cfg["kl"]
+    weights = np.array([len(p.queries) for p in pools], dtype=float)
+    weights /= weights.sum()
+    real_idx = [np.array([i for i, k in enumerate(p.kinds) if k == "query"], dtype=np.int64) for p in pools]
+
+    def kl_step(step, rng):
+        p_i = int(rng.choice(len(pools), p=weights))
+        pool = pools[p_i]
+        n_real = int(round(kc["batch_queries"] * kc["real_query_frac"])) if len(real_idx[p_i]) else 0
+        qidx = np.concatenate([rng.choice(real_idx[p_i], size=n_real),
+                               rng.integers(len(pool.queries), size=kc["batch_queries"] - n_real)])
+        cands = sample_candidates(pool, qidx, kc["candidates"], rng, kc["hard_from"], kc["random"])
+        docs = sorted({d for c in cands for d in c})
+        q = F.normalize(student([pool.queries[i] for i in qidx], kc["query_max_len"]), dim=-1)
+        d = F.normalize(student([pool.docs[i] for i in docs], kc["doc_max_len"]), dim=-1)
+        s_scores = q @ d.T * kc["student_scale"]
+        t_scores = torch.from_numpy(pool.t_queries[qidx] @ pool.t_docs[docs].T) * kc["teacher_scale"]
+        loss = kl_teacher_student(s_scores, t_scores)
+        if kc.get("mse_weight", 0):
+            loss = loss + kc["mse_weight"] * F.mse_loss(
+                student([pool.docs[i] for i in docs[: ec["batch_docs"]]], kc["doc_max_len"]),
+                torch.from_numpy(pca(pool.t_docs[docs[: ec["batch_docs"]]])))
+        return loss
+
+    runner.run("kl", kc["steps"], kc["lr"], enc_params, kl_step)
+    if cfg["eval"]["after_kl"]:
+        evals["after_kl"] = quick_eval_dense(student, cfg)
+
+    wall = runner.wall()
+    info = {
+        "kind": "dense",
+        "seed": seed,
+        "recipe": recipe,
+        "teacher_sha256": teacher.sha256,
+        "teacher_max_len": teacher.max_len,
+        "pca_explained_variance": pca.explained,
+        "steps": {"mlm": mc["steps"], "embed": ec["steps"], "kl": kc["steps"]},
+        "stage_wall": ckpt.state.get("stage_wall", {}),
+        "teacher_prep_seconds_this_run": prep_time,
+        "wall_seconds": wall,
+        "evals": evals,
+        "history": ckpt.state["history"],
+        "threads": torch.get_num_threads(),
+    }
+    out = Path(out_dir or cfg["run"]["out"])
+    save_dense(student, tok, out, info, cfg)
+    return info
+
+
+@torch.no_grad()
+def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
+    from harness.train.quick_eval import eval_dense
+
+    ec = cfg["eval"]
+    res = {}
+    for name in ec["datasets"]:
+
+        def enc(texts, kind):
+            return student.encode(texts, ec["query_max_len"] if kind == "query" else ec["doc_max_len"])
+
+        res[name] = eval_dense(enc, Path(cfg["data"]["root"]) / name)
+        tqdm.write(f"[eval] {name} ndcg@10 (test, measurement only) = {res[name]:.4f}")
+    return res
+
+
+def export_base(base):
+    """Copy the trained encoder into ``harness.models.berthash.BertHashModel`` (whose
+    ``save_pretrained`` ships the standalone code + auto_map for ``trust_remote_code``)."""
+    from harness.models.berthash import BertHashModel
+
+    clean = BertHashModel(base.config, add_pooling_layer=False)
+    missing, unexpected = clean.load_state_dict(base.state_dict(), strict=False)
+    if missing or unexpected:
+        raise HarnessError(f"export: encoder state does not match BertHashModel: {missing} {unexpected}")
+    return clean.eval()
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the finished folder ``tmp`` (renames; never a half-written model)."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_dense(student: DenseStudent, tok, out: Path, info: dict, cfg: dict) -> None:
+    from harness.models.berthash import save_sentence_transformer
+    from harness.train.card import write_card
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_sentence_transformer(export_base(student.base), tok, tmp, pooling="mean",
+                              max_seq_length=int(cfg["eval"]["doc_max_len"]))
+    plot_losses(info["history"], tmp / "loss_curve.png", f"{out.name}: training loss")
+    write_card(tmp, info, cfg)
+    _swap_in(tmp, out)

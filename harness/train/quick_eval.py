@@ -1,0 +1,92 @@
+"""Measurement-only self-check: ndcg@10 on the TEST split of a BEIR dataset.
+
+Used to report numbers in the model cards, never to build training data. (The official numbers
+come from ``python -m harness run``.) Test queries are read here and only here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.train.data import _find, _open_text, load_dataset, read_qrels
+
+
+def load_test(folder: str | Path):
+    folder = Path(folder)
+    qrels = read_qrels(folder / "qrels" / "test.tsv")
+    qids, qtexts = [], []
+    with _open_text(_find(folder, "queries")) as f:
+        for line in f:
+            row = json.loads(line)
+            if str(row["_id"]) in qrels:
+                qids.append(str(row["_id"]))
+                qtexts.append(row["text"])
+    return qids, qtexts, qrels
+
+
+def ndcg10(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> float:
+    import pytrec_eval
+
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+    res = ev.evaluate(run)
+    return float(np.mean([res[q]["ndcg_cut_10"] for q in qrels if q in res] or [0.0])) if res else 0.0
+
+
+def run_from_scores(scores: np.ndarray, qids, doc_ids, k: int = 100, exclude_self: bool = True):
+    run = {}
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    for i, q in enumerate(qids):
+        run[q] = {doc_ids[j]: float(scores[i, j]) for j in top[i] if not (exclude_self and doc_ids[j] == q)}
+    return run
+
+
+@torch.no_grad()
+def eval_dense(encode, folder, k: int = 100) -> float:
+    """``encode(texts, kind)`` -> (n, d) numpy array (kind is "query" or "doc"); cosine scores."""
+    ds = load_dataset(folder)
+    qids, qtexts, qrels = load_test(folder)
+    q = encode(qtexts, "query")
+    d = encode(ds.docs, "doc")
+    q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-9)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
+    return ndcg10(run_from_scores(q @ d.T, qids, ds.doc_ids, k), qrels)
+
+
+@torch.no_grad()
+def eval_maxsim(encode_tokens, folder, k: int = 100, doc_batch: int = 256) -> float:
+    """``encode_tokens(texts, kind)`` -> list of (n_tokens, d) float tensors (already masked);
+    full maxsim over the whole corpus."""
+    ds = load_dataset(folder)
+    qids, qtexts, qrels = load_test(folder)
+    qs = encode_tokens(qtexts, "query")
+    Q = torch.nn.utils.rnn.pad_sequence(qs, batch_first=True)  # (nq, Lq, d) zero-padded
+    qmask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(x)) for x in qs], batch_first=True)
+    scores = torch.zeros(len(qids), len(ds.docs))
+    for s in range(0, len(ds.docs), doc_batch):
+        ds_tok = encode_tokens(ds.docs[s:s + doc_batch], "doc")
+        D = torch.nn.utils.rnn.pad_sequence(ds_tok, batch_first=True)  # (nd, Ld, d)
+        dmask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(x)) for x in ds_tok], batch_first=True)
+        for qs_ in range(0, len(qids), 32):
+            sim = torch.einsum("qid,njd->qnij", Q[qs_:qs_ + 32], D)  # (32, nd, Lq, Ld)
+            sim = sim.masked_fill(dmask[None, :, None, :] == 0, -1e4).amax(-1)
+            scores[qs_:qs_ + 32, s:s + len(ds_tok)] = (sim * qmask[qs_:qs_ + 32, None, :]).sum(-1)
+    return ndcg10(run_from_scores(scores.numpy(), qids, ds.doc_ids, k), qrels)
+
+
+@torch.no_grad()
+def eval_teacher(folder, max_len: int = 128, dims: int | None = None, pca=None) -> float:
+    """Teacher baseline (optionally through the PCA reduction the dense student is trained on)."""
+    from harness.train.teacher import Teacher
+
+    t = Teacher(max_len=max_len)
+
+    def enc(texts, kind):
+        e = t._encode_raw(texts)
+        return pca(e) if pca is not None else e
+
+    return eval_dense(enc, folder)

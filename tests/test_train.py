@@ -1,0 +1,166 @@
+"""Tiny, synthetic tests for harness.train (seconds; no ../shared data, no teacher weights)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.train import common, data as tdata
+from harness.train.teacher import Teacher
+
+WORDS = ("cell protein cancer diet vitamin gene brain heart risk trial dose blood fat sugar "
+         "mouse tumor insulin liver bone virus").split()
+
+
+def make_beir(root: Path, name: str = "toy", n_docs: int = 24, seed: int = 0) -> Path:
+    """A BEIR-layout dataset: train queries q0..q5, test queries t0..t3, and q5 ALSO in test."""
+    rng = np.random.default_rng(seed)
+    d = root / name
+    (d / "qrels").mkdir(parents=True)
+    with gzip.open(d / "corpus.jsonl.gz", "wt") as f:
+        for i in range(n_docs):
+            words = rng.choice(WORDS, size=30)
+            text = ". ".join(" ".join(words[j:j + 6]).capitalize() for j in range(0, 30, 6)) + "."
+            f.write(json.dumps({"_id": f"d{i}", "title": f"Title about {words[0]} {words[1]}", "text": text}) + "\n")
+    with gzip.open(d / "queries.jsonl.gz", "wt") as f:
+        for i in range(6):
+            f.write(json.dumps({"_id": f"q{i}", "text": f"train question {WORDS[i]}"}) + "\n")
+        for i in range(4):
+            f.write(json.dumps({"_id": f"t{i}", "text": f"SECRET TEST QUESTION {WORDS[i]}"}) + "\n")
+    (d / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(6)))
+    (d / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"t{i}\td{i + 6}\t1\n" for i in range(4)) + "q5\td20\t1\n")
+    return d
+
+
+def fake_encoder(texts):
+    """Deterministic 384-d 'teacher': bag of hashed words, normalised."""
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    for r, t in enumerate(texts):
+        for w in t.lower().replace(".", " ").split():
+            out[r, int(hashlib.md5(w.encode()).hexdigest(), 16) % 384] += 1.0
+    return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-9)
+
+
+# ----------------------------------------------------------------------------- data rules
+
+
+def test_test_queries_are_filtered_out(tmp_path):
+    folder = make_beir(tmp_path)
+    ds = tdata.load_dataset(folder)
+    assert ds.test_query_ids == {"t0", "t1", "t2", "t3", "q5"}
+    assert set(ds.query_ids) == {"q0", "q1", "q2", "q3", "q4"}  # q5 is also a test query: dropped
+    assert not set(ds.qrels) & ds.test_query_ids
+    qs = tdata.build_queries(ds, sentences_per_doc=2)
+    texts = [q.text for q in qs]
+    assert not any("SECRET" in t for t in texts)
+    assert {q.kind for q in qs} == {"query", "title", "sentence"}
+    assert all(q.positives for q in qs)
+    with pytest.raises(HarnessError):
+        tdata.load_split_queries(folder, splits=("train", "test"))
+    ds.query_ids.append("t0")
+    with pytest.raises(HarnessError, match="leaked"):
+        tdata.assert_no_test_leak(ds)
+
+
+def test_recipe_summary_counts(tmp_path):
+    ds = tdata.load_dataset(make_beir(tmp_path))
+    qs = tdata.build_queries(ds, sentences_per_doc=1)
+    s = tdata.recipe_summary([ds], {ds.name: qs})["toy"]
+    assert s["documents"] == 24 and s["train_dev_queries"] == 5 and s["test_queries_excluded"] == 5
+    assert s["training_queries_by_kind"]["sentence"] == 24
+
+
+# ----------------------------------------------------------------------------- config / io
+
+
+def test_config_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[a]\nx = 1\ny = "s"\n[b]\nz = [1, 2]\n')
+    cfg = common.load_config(p, ["a.x=2.5", "a.y=hello", "b.z=[3]"])
+    assert cfg == {"a": {"x": 2.5, "y": "hello"}, "b": {"z": [3]}}
+    with pytest.raises(HarnessError, match="unknown key"):
+        common.load_config(p, ["a.nope=1"])
+    with pytest.raises(HarnessError, match="not found"):
+        common.load_config(tmp_path / "missing.toml")
+
+
+def test_teacher_cache_and_resume(tmp_path):
+    calls = []
+
+    def enc(texts):
+        calls.append(len(texts))
+        return fake_encoder(texts)
+
+    texts = [f"text number {i} " + "x" * (i % 7) for i in range(10)]
+    t = Teacher(cache_dir=tmp_path, encoder=enc)
+    a = t.encode(texts, name="t", chunk=4)
+    assert calls == [4, 4, 2]
+    np.testing.assert_allclose(a, fake_encoder(texts), atol=1e-6)  # order restored after length sort
+    b = t.encode(texts, name="t", chunk=4)
+    assert calls == [4, 4, 2] and np.array_equal(a, b)  # cached
+    assert not list((tmp_path / "parts").glob("*.npy"))
+
+
+def test_stage_runner_resume_is_exact(tmp_path):
+    """An interrupted stage resumed from its checkpoint ends with the same weights."""
+    cfg = {"checkpoint": {"every": 2}}
+    X = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+    y = X @ torch.arange(5.0)
+
+    def fit(run_dir, stop_at=None, resume=False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+        ckpt = common.Checkpointer(run_dir, resume)
+        if ckpt.resumed:
+            model.load_state_dict(ckpt.state["model"])
+        from harness.train.distill import StageRunner
+
+        runner = StageRunner(ckpt, model, cfg, seed=3, timer_start=0.0)
+
+        def step(i, rng):
+            if stop_at is not None and i == stop_at:
+                raise KeyboardInterrupt
+            idx = rng.integers(64, size=8)
+            return ((model(X[idx]).squeeze(-1) - y[idx]) ** 2).mean()
+
+        runner.run("s", 9, 1e-2, list(model.parameters()), step)
+        return model, ckpt
+
+    full, _ = fit(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", stop_at=5)
+    resumed, ckpt = fit(tmp_path / "b", resume=True)
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+    assert ckpt.state["done"] == ["s"]
+
+
+def test_candidates_and_kl():
+    rng = np.random.default_rng(0)
+    td = fake_encoder([f"doc {i} {WORDS[i % 20]}" for i in range(30)])
+    tq = fake_encoder([f"q {WORDS[i]}" for i in range(5)])
+    topk = common.teacher_topk(tq, td, 8)
+    sc = tq @ td.T
+    assert np.all(np.diff(np.take_along_axis(sc, topk, 1), axis=1) <= 1e-6)
+    pool = common.Pool("p", ["d"] * 30, ["q"] * 5, td, tq, topk, [(3,), (), (1, 2), (4,), (0,)], ["query"] * 5)
+    cands = common.sample_candidates(pool, np.arange(5), 6, rng, hard_from=8, n_random=1)
+    assert all(len(c) == 6 == len(set(c)) for c in cands)
+    assert cands[0][0] == 3 and cands[2][0] in (1, 2)
+    t = torch.randn(4, 7)
+    assert common.kl_teacher_student(t, t).abs() < 1e-6
+    assert common.kl_teacher_student(torch.zeros(4, 7), t) > 0
+
+
+def test_loss_plot(tmp_path):
+    common.plot_losses({"a": [(i, 1.0 / (i + 1)) for i in range(40)], "b": [(0, 1.0), (10, 0.5)]},
+                       tmp_path / "loss.png", "t")
+    assert (tmp_path / "loss.png").stat().st_size > 1000
