@@ -1,0 +1,143 @@
+"""On-disk cache of encoded vectors, so that nothing unchanged is encoded twice.
+
+An entry is keyed by the sha256 of a canonical JSON of everything that changes the vectors (weights
+sha256, dataset content sha256, text format, max length, pooling, FDE parameters, dtype, ...): a
+changed key misses, it never serves stale vectors. Values are float32 arrays, either one matrix
+(n, dim) or a ragged list of token matrices [(n_i, dim)], stored as ``.npz`` (``data`` + ``offsets``).
+
+Encoding is cached in blocks (:func:`encode_in_blocks`), so a run killed mid-encoding resumes from
+its last finished block. Every file is written to a unique temporary name and renamed into place
+(atomic on POSIX), so a killed run or two concurrent runs never leave a half-written entry.
+
+Location: ``--cache-dir`` or ``$HARNESS_CACHE_DIR``, default ``~/.cache/harness``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from harness.fileio import atomic_write_bytes
+
+Vectors = np.ndarray | list[np.ndarray]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
+
+
+def cache_key(parts: dict) -> str:
+    """sha256 of the canonical JSON of ``parts``."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class VectorCache:
+    """Get-or-compute store of float32 vectors; ``enabled=False`` computes every time."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.root = Path(root) if root else default_cache_dir()
+        self.enabled = enabled
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def load(self, key: str) -> Vectors | None:
+        path = self._path(key)
+        if not self.enabled or not path.is_file():
+            return None
+        try:
+            with np.load(path) as stored:
+                data, offsets = stored["data"], stored["offsets"]
+                ragged = bool(stored["ragged"])
+        except Exception:  # unreadable entry (e.g. disk full when it was written): recompute it
+            return None
+        if not ragged:
+            return data
+        return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    def save(self, key: str, value: Vectors) -> None:
+        if not self.enabled:
+            return
+        ragged = isinstance(value, list)
+        if ragged:
+            offsets = np.cumsum([0] + [len(v) for v in value], dtype=np.int64)
+            data = np.concatenate(value) if value else np.zeros((0, 0), np.float32)
+        else:
+            offsets, data = np.zeros(0, np.int64), value
+        buffer = io.BytesIO()
+        np.savez(buffer, data=np.asarray(data, dtype=np.float32), offsets=offsets, ragged=np.array(ragged))
+        atomic_write_bytes(self._path(key), buffer.getvalue())
+
+    def get_or_compute(self, parts: dict, compute: Callable[[], Vectors]) -> tuple[Vectors, bool]:
+        """(value, hit): the cached value for ``parts``, else ``compute()`` stored under it."""
+        key = cache_key(parts)
+        value = self.load(key)
+        if value is not None:
+            return value, True
+        value = compute()
+        self.save(key, value)
+        return value, False
+
+    def discard(self, parts: dict) -> None:
+        self._path(cache_key(parts)).unlink(missing_ok=True)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*.npz")) if self.root.is_dir() else 0
+
+    def clear(self) -> int:
+        """Delete every entry; returns the bytes freed."""
+        size = self.size_bytes()
+        if self.root.is_dir():
+            shutil.rmtree(self.root)
+        return size
+
+
+def encode_in_blocks(
+    texts: Sequence[str],
+    encode: Callable[[list[str]], Vectors],
+    cache: VectorCache,
+    parts: dict,
+    block_size: int = 1024,
+    desc: str = "encode",
+) -> tuple[Vectors, dict]:
+    """Encode ``texts`` longest first in blocks of ``block_size``, each block cached until done.
+
+    Sorting by length keeps the padding in each batch small (and the order is a function of the
+    texts, so the blocks are stable across runs). Returns the vectors in input order and
+    ``{"blocks": n, "blocks_cached": m}``. The whole result is cached as one entry; the block
+    entries are then removed.
+    """
+    whole_parts = {**parts, "n": len(texts)}
+    n_blocks = (len(texts) + block_size - 1) // block_size
+    whole = cache.load(cache_key(whole_parts))
+    if whole is not None:
+        return whole, {"blocks": n_blocks, "blocks_cached": n_blocks}
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    pieces, cached = [], 0
+    with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
+        for b in range(n_blocks):
+            block = [texts[i] for i in order[b * block_size : (b + 1) * block_size]]
+            block_parts = {**whole_parts, "block": b, "block_size": block_size}
+            value, hit = cache.get_or_compute(block_parts, lambda: encode(block))
+            cached += hit
+            pieces.append(value)
+            bar.update(len(block))
+    inverse = np.empty(len(texts), dtype=np.int64)
+    inverse[order] = np.arange(len(texts))
+    if pieces and isinstance(pieces[0], list):
+        flat = [v for piece in pieces for v in piece]
+        result: Vectors = [flat[j] for j in inverse]
+    else:
+        result = np.concatenate(pieces)[inverse] if pieces else np.zeros((0, 0), np.float32)
+    cache.save(cache_key(whole_parts), result)
+    for b in range(n_blocks):
+        cache.discard({**whole_parts, "block": b, "block_size": block_size})
+    return result, {"blocks": n_blocks, "blocks_cached": cached}

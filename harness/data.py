@@ -1,0 +1,259 @@
+"""Load a BEIR-layout dataset, strictly.
+
+A dataset folder holds ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``), ``queries.jsonl[.gz]``
+(``_id``, ``text``) and ``qrels/<split>.tsv`` (header ``query-id<TAB>corpus-id<TAB>score``).
+
+We read the files ourselves instead of through ``beir.datasets.data_loader.GenericDataLoader``
+because that loader skips bad rows silently and reports no file/line; a benchmark harness must
+either stop with ``file:line: what is wrong`` or count what it skipped. The recorded policy:
+
+* errors (the run stops): unreadable/truncated gzip, non-UTF-8 bytes, malformed JSON, a missing or
+  non-string ``_id``, duplicate document or query ids, an empty corpus, a qrels file without the
+  header or with the wrong column count, a non-integer qrels score, a qrels row naming a document
+  that is not in the corpus or a query that is not in queries.jsonl, a split that does not exist.
+* counted skips (shown in every result under ``counts``): test queries whose text is empty
+  (``queries_empty_text``; they stay in the evaluation and score 0, since a retriever given
+  nothing retrieves nothing), documents whose title and text are both empty
+  (``documents_empty_text``; kept, encoded as the empty string).
+
+Only the split's queries are kept (those named in ``qrels/<split>.tsv``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+#: BEIR joins title and text with one space and strips the result (beir.retrieval.models.util).
+TITLE_SEPARATOR = " "
+
+#: The datasets whose official archives BEIR's download utility knows.
+BEIR_DOWNLOAD_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+
+def default_data_dir() -> Path:
+    """``$HARNESS_DATA_DIR``, else ``../shared/data/beir`` beside the repository checkout."""
+    env = os.environ.get("HARNESS_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
+
+
+@dataclass
+class Dataset:
+    """One BEIR dataset split, held in memory.
+
+    Documents and queries are parallel lists in file order; ``qrels[query_id][doc_id]`` is an int
+    grade (0 = judged not relevant).
+    """
+
+    name: str
+    path: Path
+    split: str
+    doc_ids: list[str]
+    titles: list[str]
+    texts: list[str]
+    query_ids: list[str]
+    queries: list[str]
+    qrels: dict[str, dict[str, int]]
+    files: dict[str, str] = field(default_factory=dict)  # stored file -> sha256 of its (uncompressed) content
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def doc_texts(self, separator: str = TITLE_SEPARATOR) -> list[str]:
+        """``title + separator + text``, stripped (BEIR's convention); text alone when no title."""
+        return [
+            (title + separator + text).strip() if title else text.strip()
+            for title, text in zip(self.titles, self.texts)
+        ]
+
+    @property
+    def checksum(self) -> str:
+        """One sha256 over the stored files' sha256s: the dataset's identity in cache keys."""
+        digest = hashlib.sha256()
+        for rel in sorted(self.files):
+            digest.update(f"{rel}\0{self.files[rel]}\n".encode())
+        return digest.hexdigest()
+
+
+def resolve_dataset_path(name_or_path: str, data_dir: Path | None = None) -> Path:
+    """A folder path as given, or ``<data_dir>/<name>``; download from BEIR if absent.
+
+    Offline, a missing dataset ends in one line saying where the harness looked and how to point
+    it at local files.
+    """
+    candidate = Path(name_or_path)
+    if candidate.is_dir():
+        return candidate
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    local = data_dir / name_or_path
+    if local.is_dir():
+        return local
+    if os.sep in name_or_path or "/" in name_or_path:
+        raise HarnessError(f"dataset folder not found: {name_or_path}")
+    return _download(name_or_path, data_dir)
+
+
+def _download(name: str, data_dir: Path) -> Path:
+    url = BEIR_DOWNLOAD_URL.format(name=name)
+    hint = (
+        f"dataset '{name}' is not in {data_dir} and could not be downloaded from {url}"
+        " (offline?); put a BEIR-layout folder there, or pass --data-dir DIR / set"
+        " HARNESS_DATA_DIR, or give the folder's path as the dataset name"
+    )
+    try:
+        from beir import util as beir_util
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return Path(beir_util.download_and_unzip(url, str(data_dir)))
+    except Exception as exc:  # network errors, 404 for unknown names, read-only data dir
+        raise HarnessError(f"{hint} [{type(exc).__name__}]") from None
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise HarnessError(f"{folder / stem}[.gz]: file not found (a BEIR dataset folder needs it)")
+
+
+def _read_bytes(path: Path) -> tuple[bytes, str]:
+    """Content (decompressed if .gz) and its sha256: comparable with BEIR's published hashes."""
+    content = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            content = gzip.decompress(content)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise HarnessError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+    return content, hashlib.sha256(content).hexdigest()
+
+
+def _lines(path: Path, content: bytes):
+    """Yield (line number, decoded line) for the non-blank lines of a UTF-8 file."""
+    for number, raw in enumerate(content.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HarnessError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_jsonl(path: Path, content: bytes, kind: str):
+    """Yield (line number, _id, record) with the id checked and unique."""
+    seen: dict[str, int] = {}
+    for number, line in _lines(path, content):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise HarnessError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        record_id = record.get("_id")
+        if isinstance(record_id, int) and not isinstance(record_id, bool):
+            record_id = str(record_id)
+        if not isinstance(record_id, str) or not record_id:
+            raise HarnessError(f"{path}:{number}: {kind} has no '_id' (a non-empty string)")
+        if record_id in seen:
+            raise HarnessError(f"{path}:{number}: duplicate {kind} id '{record_id}' (first on line {seen[record_id]})")
+        seen[record_id] = number
+        for key in ("title", "text"):
+            value = record.get(key, "")
+            if value is None:
+                record[key] = ""
+            elif not isinstance(value, str):
+                raise HarnessError(f"{path}:{number}: '{key}' of {kind} '{record_id}' is not a string")
+        yield number, record_id, record
+
+
+def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """qrels[query][doc] = int grade; also the first line each query appears on."""
+    qrels: dict[str, dict[str, int]] = {}
+    where: dict[str, int] = {}
+    header_seen = False
+    for number, line in _lines(path, content):
+        columns = line.rstrip("\r").split("\t")
+        if not header_seen:
+            if [c.strip().lower() for c in columns[:2]] != ["query-id", "corpus-id"] or len(columns) != 3:
+                raise HarnessError(
+                    f"{path}:{number}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {line[:60]!r}"
+                )
+            header_seen = True
+            continue
+        if len(columns) != 3:
+            raise HarnessError(f"{path}:{number}: expected 3 tab-separated columns, got {len(columns)}")
+        query_id, doc_id, score = (c.strip() for c in columns)
+        try:
+            grade = int(score)
+        except ValueError:
+            raise HarnessError(f"{path}:{number}: relevance score {score!r} is not an integer") from None
+        if doc_id not in known_docs:
+            raise HarnessError(f"{path}:{number}: document '{doc_id}' is not in the corpus")
+        qrels.setdefault(query_id, {})[doc_id] = grade
+        where.setdefault(query_id, number)
+    if not header_seen:
+        raise HarnessError(f"{path}: empty qrels file")
+    return qrels, where
+
+
+def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None = None) -> Dataset:
+    """Load and validate one split of a BEIR dataset (see the module docstring for the policy)."""
+    folder = resolve_dataset_path(name_or_path, data_dir)
+    name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise HarnessError(f"{qrels_path}: split '{split}' not found (available: {', '.join(available) or 'none'})")
+    corpus_path = _find(folder, "corpus.jsonl")
+    queries_path = _find(folder, "queries.jsonl")
+
+    files: dict[str, str] = {}
+    counts = {"documents_empty_text": 0, "queries_empty_text": 0}
+
+    content, files[corpus_path.name] = _read_bytes(corpus_path)
+    doc_ids, titles, texts = [], [], []
+    for _, doc_id, record in _read_jsonl(corpus_path, content, "document"):
+        doc_ids.append(doc_id)
+        titles.append(record["title"])
+        texts.append(record["text"])
+        if not record["title"].strip() and not record["text"].strip():
+            counts["documents_empty_text"] += 1
+    del content
+    if not doc_ids:
+        raise HarnessError(f"{corpus_path}: the corpus is empty")
+
+    content, files[f"qrels/{split}.tsv"] = _read_bytes(qrels_path)
+    qrels, qrels_line = _read_qrels(qrels_path, content, set(doc_ids))
+
+    content, files[queries_path.name] = _read_bytes(queries_path)
+    query_text: dict[str, str] = {}
+    for _, query_id, record in _read_jsonl(queries_path, content, "query"):
+        if query_id in qrels:
+            query_text[query_id] = record["text"]
+
+    for query_id in qrels:
+        if query_id not in query_text:
+            raise HarnessError(f"{qrels_path}:{qrels_line[query_id]}: query '{query_id}' is not in {queries_path}")
+
+    query_ids = [q for q in query_text]  # queries.jsonl order
+    queries = [query_text[q] for q in query_ids]
+    counts["queries_empty_text"] = sum(1 for text in queries if not text.strip())
+    return Dataset(
+        name=name,
+        path=folder,
+        split=split,
+        doc_ids=doc_ids,
+        titles=titles,
+        texts=texts,
+        query_ids=query_ids,
+        queries=queries,
+        qrels=qrels,
+        files=files,
+        counts=counts,
+    )

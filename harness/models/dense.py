@@ -1,0 +1,122 @@
+"""Single-vector (dense) encoders through sentence-transformers: MiniLM, pico, any ST folder or hub id.
+
+``encode_queries`` / ``encode_documents`` return float32 arrays of shape (n_texts, dim); whether they
+are L2-normalised is the model's own choice (its Normalize module), recorded in provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 over the folder's weight files (``*.safetensors``, else pickle files), sorted by path."""
+    files = sorted(folder.rglob("*.safetensors")) or sorted(
+        p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(2**20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_weight_files(folder: Path, allow_pickle: bool = False) -> None:
+    """Refuse a model folder whose weights exist only as pickle files (they can run code on load)."""
+    if any(folder.rglob("*.safetensors")):
+        return
+    pickles = [p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickles and not allow_pickle:
+        raise HarnessError(
+            f"{pickles[0]}: weights are a pickle file, which can execute code when loaded; convert the"
+            " model to safetensors, or pass --allow-pickle if you trust its source"
+        )
+    if not pickles:
+        raise HarnessError(f"{folder}: no model weights found (expected model.safetensors)")
+
+
+class DenseEncoder:
+    """A sentence-transformers model used as a single-vector retriever encoder."""
+
+    kind = "dense"
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.path = path
+        self.batch_size = batch_size
+        local = Path(path)
+        if local.is_dir():
+            check_weight_files(local, allow_pickle)
+        try:
+            self.model = SentenceTransformer(path, device="cpu", trust_remote_code=trust_remote_code)
+        except HarnessError:
+            raise
+        except Exception as exc:
+            where = "folder" if local.is_dir() else "hub id (offline: set HF_HUB_OFFLINE=0 to allow downloads)"
+            raise HarnessError(
+                f"cannot load model '{path}' as a sentence-transformers {where}: {type(exc).__name__}: {exc}"
+            ) from None
+        if max_length:
+            self.model.max_seq_length = max_length
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self._folder = local if local.is_dir() else None
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            vectors = self.model.encode(
+                list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def provenance(self) -> dict:
+        modules = [type(m).__name__ for m in self.model]
+        return {
+            "model": self.name,
+            "path": str(self.path),
+            "weights_sha256": weights_sha256(self._folder) if self._folder else None,
+            "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "dims": self.dim,
+            "bytes_per_doc": self.dim * 4,
+            "max_length": int(self.model.max_seq_length),
+            "pooling": _pooling_mode(self.model),
+            "normalized": "Normalize" in modules,
+            "modules": modules,
+        }
+
+
+def _pooling_mode(model) -> str | None:
+    for module in model:
+        if type(module).__name__ == "Pooling":
+            mode = getattr(module, "pooling_mode", None)
+            if mode:
+                return str(mode)
+            config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+            return next((k.removeprefix("pooling_mode_") for k, v in config.items() if k.startswith("pooling_mode_") and v is True), None)
+    return None

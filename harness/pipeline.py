@@ -1,0 +1,425 @@
+"""One condition on one dataset: encode (cached) -> search -> rerank -> evaluate -> result dict.
+
+A *condition* is what a results row means: a first stage (BM25, a dense encoder, a MUVERA FDE of
+ColBERT token vectors, or full ColBERT maxsim), an optional maxsim reranker of its top ``depth``,
+and the settings that change numbers (index, top-k, FDE parameters, max lengths). Its name is the
+results folder and the table's key (:func:`condition_name`).
+
+Reranking keeps the first stage's tail: the top ``depth`` are re-ordered by maxsim, the rest follow
+in first-stage order (their scores shifted below the reranked ones), so recall@1000 still sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness import registry
+from harness.cache import VectorCache, encode_in_blocks
+from harness.data import TITLE_SEPARATOR, Dataset
+from harness.errors import HarnessError
+from harness.evaluate import PRIMARY_METRIC, evaluate
+from harness.provenance import environment, now_utc, peak_rss_mb
+from harness.retrieval import exact
+from harness.results import SCHEMA_VERSION
+
+
+@dataclass
+class RunOptions:
+    """Settings of a run that are not the model itself."""
+
+    top_k: int = 1000
+    index: str = "exact"  # "exact" | "txtai"
+    batch_size: int = 32
+    max_length: int | None = None
+    rerank: str | None = None
+    rerank_depth: int = 100
+    fde: dict = field(default_factory=dict)  # FDEConfig fields for muvera first stages
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    max_memory_bytes: int | None = None
+    name: str | None = None
+
+
+def condition_name(model: str, options: RunOptions) -> str:
+    """A file-system-safe name that changes whenever a number-changing setting does."""
+
+    def slug(value: str) -> str:
+        value = value.rstrip("/")
+        if ":" in value:
+            kind, path = value.split(":", 1)
+            value = f"{kind}-{Path(path).name}"
+        elif "/" in value:
+            value = value.replace("/", "__") if not Path(value).exists() else Path(value).name
+        return value
+
+    if options.name:
+        return options.name
+    name = slug(model)
+    fde_mode = options.fde.get("mode")
+    if fde_mode and fde_mode != "txtai":
+        name += f"-{fde_mode}"
+    if options.index != "exact":
+        name += f"-{options.index}"
+    if options.max_length:
+        name += f"-len{options.max_length}"
+    if options.rerank:
+        name += f"+rerank-{slug(options.rerank)}@{options.rerank_depth}"
+    return name
+
+
+class Timings(dict):
+    """Wall seconds per named step."""
+
+    @contextmanager
+    def step(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+class Stage:
+    """A first stage: ``retrieve`` returns (scores, doc indices), each (n_queries, k), best first."""
+
+    kind = ""
+
+    def provenance(self) -> dict:
+        raise NotImplementedError
+
+    def retrieve(self, dataset: Dataset, k: int, timings: Timings) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class BM25Stage(Stage):
+    kind = "bm25"
+
+    def provenance(self) -> dict:
+        from harness.retrieval.bm25 import SETTINGS
+
+        return {"model": "bm25", "parameters": 0, "dims": None, "bytes_per_doc": None, "settings": SETTINGS}
+
+    def retrieve(self, dataset, k, timings):
+        from harness.retrieval.bm25 import BM25
+
+        with timings.step("index_seconds"):
+            index = BM25(dataset.doc_texts())
+        with timings.step("search_seconds"):
+            return index.search(dataset.queries, k, exact.tie_ranks(dataset.doc_ids))
+
+
+class VectorStage(Stage):
+    """Single vectors per text (a dense encoder, or a MUVERA FDE), searched exactly or with txtai."""
+
+    def __init__(self, encoder, cache: VectorCache, options: RunOptions):
+        self.encoder = encoder
+        self.cache = cache
+        self.options = options
+        self.kind = encoder.kind
+
+    def provenance(self) -> dict:
+        return {**self.encoder.provenance(), "similarity": self.encoder.similarity}
+
+    def retrieve(self, dataset, k, timings):
+        key = {
+            "vectors": self.encoder.cache_identity(),
+            "dataset": dataset.checksum,
+            "text": {"format": "title+sep+text", "separator": TITLE_SEPARATOR},
+            "dtype": "float32",
+        }
+        with timings.step("encode_documents_seconds"):
+            docs, info = encode_in_blocks(
+                dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
+                desc=f"{self.encoder.name} documents",
+            )
+        timings["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
+        with timings.step("encode_queries_seconds"):
+            queries = self.encoder.encode_queries(dataset.queries)
+        with timings.step("search_seconds"):
+            if self.options.index == "txtai":
+                from harness.retrieval.txtai_index import search as txtai_search
+
+                return txtai_search(queries, docs, k, exact.tie_ranks(dataset.doc_ids))
+            return exact.search(queries, docs, k, exact.tie_ranks(dataset.doc_ids))
+
+
+class DenseEncoderAdapter:
+    """A :class:`harness.models.dense.DenseEncoder` with cosine similarity (vectors L2-normalised)."""
+
+    kind = "dense"
+    similarity = "cosine"
+
+    def __init__(self, encoder):
+        self.inner = encoder
+        self.name = encoder.name
+
+    def cache_identity(self) -> dict:
+        p = self.inner.provenance()
+        return {k: p[k] for k in ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")} | {
+            "normalize": "l2"
+        }
+
+    def provenance(self) -> dict:
+        return self.inner.provenance()
+
+    def encode_documents(self, texts):
+        return _l2(self.inner.encode_documents(texts))
+
+    def encode_queries(self, texts):
+        return _l2(self.inner.encode_queries(texts))
+
+
+def _l2(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class ColBERTTokens:
+    """A loaded ColBERT model plus a cache of its document token matrices, shared by every stage."""
+
+    def __init__(self, name: str, path: str, cache: VectorCache, options: RunOptions):
+        from harness.models.colbert import ColBERT
+
+        self.name = name
+        self.model = ColBERT.load(path)
+        self.cache = cache
+        self.batch_size = options.batch_size
+
+    def provenance(self) -> dict:
+        return {"model": self.name, **self.model.provenance()}
+
+    def documents(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
+        p = self.model.provenance()
+        key = {
+            "tokens": {k: p.get(k) for k in sorted(p) if k != "parameters"},
+            "dataset": dataset.checksum,
+            "text": {"format": "title+sep+text", "separator": TITLE_SEPARATOR},
+            "dtype": "float32",
+            "side": "documents",
+        }
+        with timings.step("encode_documents_seconds"):
+            tokens, info = encode_in_blocks(
+                dataset.doc_texts(),
+                lambda texts: self.model.encode_documents(texts, batch_size=self.batch_size),
+                self.cache, key, desc=f"{self.name} document tokens",
+            )
+        timings["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
+        return tokens
+
+    def queries(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
+        with timings.step("encode_queries_seconds"):
+            return self.model.encode_queries(dataset.queries, batch_size=self.batch_size)
+
+
+class MaxSimStage(Stage):
+    """Exact full maxsim over the corpus, memory-bounded."""
+
+    kind = "colbert"
+
+    def __init__(self, tokens: ColBERTTokens, options: RunOptions):
+        self.tokens = tokens
+        self.memory = options.max_memory_bytes or 1 * 2**30
+
+    def provenance(self) -> dict:
+        p = self.tokens.provenance()
+        return {**p, "similarity": "maxsim", "bytes_per_doc": "token_dim x 4 x tokens (see mean_bytes_per_doc)"}
+
+    def retrieve(self, dataset, k, timings):
+        from harness.retrieval import maxsim
+
+        docs = self.tokens.documents(dataset, timings)
+        queries = self.tokens.queries(dataset, timings)
+        timings["mean_bytes_per_doc"] = round(float(np.mean([d.nbytes for d in docs])), 1)
+        with timings.step("search_seconds"):
+            scores, indices = maxsim.search(queries, docs, k, memory_budget_bytes=self.memory)
+        return _retie(scores, indices, exact.tie_ranks(dataset.doc_ids))
+
+
+class FDEEncoder:
+    """ColBERT token vectors -> MUVERA fixed-dimensional encodings (one vector per text)."""
+
+    kind = "muvera"
+
+    def __init__(self, tokens: ColBERTTokens, fde_options: dict):
+        from harness.models.muvera import FDE, FDEConfig
+
+        self.tokens = tokens
+        self.name = f"muvera({tokens.name})"
+        self.config = FDEConfig(**fde_options)
+        self.fde = FDE(self.config, token_dim=tokens.model.token_dim)
+        # txtai indexes normalised vectors (cosine); the paper scores FDEs by inner product.
+        self.similarity = "cosine" if self.config.mode == "txtai" else "dot"
+        self._dataset: Dataset | None = None
+        self._timings: Timings | None = None
+
+    def bind(self, dataset: Dataset, timings: Timings) -> None:
+        self._dataset, self._timings = dataset, timings
+
+    def cache_identity(self) -> dict:
+        return {"fde": self.config.to_dict(), "colbert": self.tokens.model.provenance().get("weights_sha256")}
+
+    def provenance(self) -> dict:
+        p = self.tokens.provenance()
+        dims = self.fde.dims
+        return {**p, "fde": self.config.to_dict(), "dims": dims, "bytes_per_doc": dims * 4, "token_dims": p.get("token_dim")}
+
+    def encode_documents(self, texts):
+        tokens = self.tokens.model.encode_documents(texts, batch_size=self.tokens.batch_size)
+        return self._finish(self.fde.encode_documents(tokens))
+
+    def encode_queries(self, texts):
+        return self._finish(self.fde.encode_queries(self.tokens.model.encode_queries(texts, batch_size=self.tokens.batch_size)))
+
+    def _finish(self, vectors):
+        return _l2(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
+
+
+class MaxSimReranker:
+    """Rescore the top ``depth`` of a first stage by exact maxsim."""
+
+    def __init__(self, tokens: ColBERTTokens, depth: int):
+        self.tokens = tokens
+        self.depth = depth
+
+    def provenance(self) -> dict:
+        return {**self.tokens.provenance(), "depth": self.depth}
+
+    def rerank(self, dataset, scores, indices, timings):
+        from harness.retrieval import maxsim
+
+        docs = self.tokens.documents(dataset, timings)
+        queries = self.tokens.queries(dataset, timings)
+        depth = min(self.depth, indices.shape[1])
+        head = indices[:, :depth]
+        with timings.step("rerank_seconds"):
+            head_scores = maxsim.rerank(queries, docs, head).astype(np.float32)
+            retrieved = np.isfinite(scores[:, :depth])
+            head_scores[~retrieved] = -np.inf
+            ranks = exact.tie_ranks(dataset.doc_ids)
+            order = np.lexsort((ranks[head], -head_scores), axis=-1)
+            head = np.take_along_axis(head, order, axis=1)
+            head_scores = np.take_along_axis(head_scores, order, axis=1)
+            tail_scores = scores[:, depth:].astype(np.float64)
+            if tail_scores.size:  # shift the tail below every reranked score, keeping its order
+                finite = np.isfinite(tail_scores)
+                floor = np.where(np.isfinite(head_scores), head_scores, np.inf).min(axis=1, keepdims=True)
+                top = np.where(finite, tail_scores, -np.inf).max(axis=1, keepdims=True)
+                shift = np.where(np.isfinite(floor) & np.isfinite(top), floor - top - 1.0, 0.0)
+                tail_scores = np.where(finite, tail_scores + shift, -np.inf)
+            return (
+                np.concatenate([head_scores, tail_scores.astype(np.float32)], axis=1),
+                np.concatenate([head, indices[:, depth:]], axis=1),
+            )
+
+
+def _retie(scores, indices, ranks):
+    """Re-sort each row by (score desc, trec_eval tie rank) so every stage ranks ties alike."""
+    order = np.lexsort((ranks[indices], -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and running a condition
+
+
+class Condition:
+    """A resolved condition: its stages are loaded once and reused across datasets."""
+
+    def __init__(self, model: str, options: RunOptions, cache: VectorCache):
+        self.model = model
+        self.options = options
+        self.cache = cache
+        self.name = condition_name(model, options)
+        self._colbert: dict[str, ColBERTTokens] = {}
+        spec, path = registry.resolve(model)
+        self.spec = spec
+        self.first_stage = self._first_stage(spec, path)
+        self.reranker = None
+        if options.rerank:
+            rerank_spec, rerank_path = registry.resolve(options.rerank)
+            if rerank_spec.kind not in ("colbert", "muvera"):
+                raise HarnessError(
+                    f"--rerank {options.rerank}: a reranker must be a ColBERT model (colbert-pico or colbert:PATH)"
+                )
+            self.reranker = MaxSimReranker(self._tokens(rerank_spec.name, rerank_path), options.rerank_depth)
+
+    def _tokens(self, name: str, path: str) -> ColBERTTokens:
+        if path not in self._colbert:
+            self._colbert[path] = ColBERTTokens(name, path, self.cache, self.options)
+        return self._colbert[path]
+
+    def _first_stage(self, spec: registry.ModelSpec, path: str | None) -> Stage:
+        if spec.kind == "bm25":
+            return BM25Stage()
+        if spec.kind == "dense":
+            from harness.models.dense import DenseEncoder
+
+            encoder = DenseEncoder(
+                spec.name, path, batch_size=self.options.batch_size, max_length=self.options.max_length,
+                trust_remote_code=self.options.trust_remote_code, allow_pickle=self.options.allow_pickle,
+            )
+            return VectorStage(DenseEncoderAdapter(encoder), self.cache, self.options)
+        if spec.kind == "muvera":
+            return VectorStage(FDEEncoder(self._tokens(spec.name, path), self.options.fde), self.cache, self.options)
+        if spec.kind == "colbert":
+            return MaxSimStage(self._tokens(spec.name, path), self.options)
+        raise HarnessError(f"unknown model kind '{spec.kind}'")
+
+    def run(self, dataset: Dataset, command: str = "") -> tuple[dict, dict[str, dict[str, float]]]:
+        """Evaluate this condition on ``dataset``; returns (result, run)."""
+        timings = Timings()
+        start = time.perf_counter()
+        k = self.options.top_k
+        scores, indices = self.first_stage.retrieve(dataset, max(k, self.options.rerank_depth if self.reranker else 0), timings)
+        if self.reranker is not None:
+            scores, indices = self.reranker.rerank(dataset, scores, indices, timings)
+        scores, indices = scores[:, :k], indices[:, :k]
+        empty = [i for i, text in enumerate(dataset.queries) if not text.strip()]
+        scores[empty] = -np.inf  # an empty query retrieves nothing: it scores 0, counted
+        run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
+        with timings.step("evaluate_seconds"):
+            evaluation = evaluate(dataset.qrels, run)
+        timings["total_seconds"] = round(time.perf_counter() - start, 3)
+        result = {
+            "schema": SCHEMA_VERSION,
+            "condition": self.name,
+            "model": self.model,
+            "dataset": dataset.name,
+            "split": dataset.split,
+            "metrics": evaluation.metrics,
+            "primary_metric": PRIMARY_METRIC,
+            "n_queries": evaluation.counts["queries_evaluated"],
+            "counts": {**dataset.counts, **evaluation.counts},
+            "method": {
+                "kind": self.spec.kind,
+                "first_stage": self.first_stage.provenance(),
+                "reranker": self.reranker.provenance() if self.reranker else None,
+                "index": self.options.index,
+                "top_k": k,
+                "search": "exact" if self.options.index == "exact" else "txtai numpy backend (exact)",
+            },
+            "dataset_info": {
+                "path": str(dataset.path),
+                "files_sha256": dataset.files,
+                "checksum": dataset.checksum,
+                "n_documents": len(dataset.doc_ids),
+                "text_format": {"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
+            },
+            "timing": dict(timings),
+            "peak_rss_mb": peak_rss_mb(),
+            "environment": environment(),
+            "command": command,
+            "created": now_utc(),
+            "per_query": {PRIMARY_METRIC: {q: v[PRIMARY_METRIC] for q, v in evaluation.per_query.items()}},
+        }
+        return result, run
+

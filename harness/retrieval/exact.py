@@ -1,0 +1,79 @@
+"""Exact top-k search over single vectors, with one deterministic tie rule.
+
+Scores are inner products (vectors are L2-normalised upstream when the model says so, which makes
+them cosine similarities). Every ranking in the harness uses trec_eval's order: score descending,
+then document id descending; :func:`tie_ranks` turns that id order into integers so that numpy can
+apply it, including at the top-k boundary (of several documents tied at the k-th score, the ones
+trec_eval would rank first are kept).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: Upper bound for one (queries x documents) float32 score block, in bytes.
+SCORE_BLOCK_BYTES = 256 * 2**20
+
+
+def tie_ranks(doc_ids: list[str]) -> np.ndarray:
+    """(n_docs,) int64: 0 for the largest id, so ascending rank = trec_eval's tie order."""
+    order = sorted(range(len(doc_ids)), key=doc_ids.__getitem__, reverse=True)
+    ranks = np.empty(len(doc_ids), dtype=np.int64)
+    ranks[order] = np.arange(len(doc_ids))
+    return ranks
+
+
+def top_k(scores: np.ndarray, k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``scores`` (n_rows, n_docs), sorted best first.
+
+    Returns (scores (n_rows, k) float32, doc indices (n_rows, k) int64), k capped at n_docs.
+    """
+    n_rows, n_docs = scores.shape
+    k = min(k, n_docs)
+    if k < n_docs:
+        picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(scores, picked, axis=1).min(axis=1)
+        ambiguous = np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > k)
+        for row in ambiguous:  # ties straddle the boundary: settle them by the tie rule
+            candidates = np.flatnonzero(scores[row] >= kth[row])
+            order = np.lexsort((ranks[candidates], -scores[row, candidates]))
+            picked[row] = candidates[order[:k]]
+    else:
+        picked = np.broadcast_to(np.arange(n_docs), (n_rows, n_docs)).copy()
+    picked_scores = np.take_along_axis(scores, picked, axis=1)
+    order = np.lexsort((ranks[picked], -picked_scores), axis=-1)
+    picked = np.take_along_axis(picked, order, axis=1)
+    return np.take_along_axis(scores, picked, axis=1).astype(np.float32), picked.astype(np.int64)
+
+
+def search(queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum-inner-product search.
+
+    queries: (n_queries, dim) float32; docs: (n_docs, dim) float32. Queries are processed in blocks
+    so that one score block stays under :data:`SCORE_BLOCK_BYTES`. Returns (n_queries, min(k, n_docs))
+    scores and doc indices, best first.
+    """
+    doc_tensor = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+    rows_per_block = max(1, SCORE_BLOCK_BYTES // (4 * max(1, len(docs))))
+    out_scores, out_indices = [], []
+    with torch.inference_mode():
+        for start in range(0, len(queries), rows_per_block):
+            block = torch.from_numpy(np.ascontiguousarray(queries[start : start + rows_per_block], dtype=np.float32))
+            scores = (block @ doc_tensor.T).numpy()
+            block_scores, block_indices = top_k(scores, k, ranks)
+            out_scores.append(block_scores)
+            out_indices.append(block_indices)
+    return np.concatenate(out_scores), np.concatenate(out_indices)
+
+
+def to_run(
+    query_ids: list[str], doc_ids: list[str], scores: np.ndarray, indices: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """``{query_id: {doc_id: score}}`` with Python floats; a ``-inf`` score means "not retrieved"."""
+    if np.isnan(scores).any():
+        raise ValueError("NaN scores in a ranking: the encoder produced invalid vectors")
+    run = {}
+    for query_id, row_scores, row_indices in zip(query_ids, scores.tolist(), indices.tolist()):
+        run[query_id] = {doc_ids[i]: s for i, s in zip(row_indices, row_scores) if s != float("-inf")}
+    return run
