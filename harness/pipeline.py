@@ -374,8 +374,34 @@ class Condition:
             return MaxSimStage(self._tokens(spec.name, path), self.options)
         raise HarnessError(f"unknown model kind '{spec.kind}'")
 
+    def memory_estimate(self, dataset: Dataset) -> int:
+        """Bytes the vectors of ``dataset`` will hold at once, estimated before any encoding.
+
+        Token counts are estimated as one token per 4 characters, capped at the model's document
+        length: a budget check, not an accounting.
+        """
+        n_docs, n_queries = len(dataset.doc_ids), len(dataset.queries)
+        total = 0
+        if isinstance(self.first_stage, VectorStage):
+            dims = self.first_stage.encoder.provenance()["dims"]
+            total += 4 * dims * (n_docs + n_queries) + 4 * n_docs * min(n_queries, 1024)
+        for tokens in self._colbert.values():
+            p = tokens.model.provenance()
+            length = p.get("document_length") or 300
+            chars = sum(len(t) + len(x) for t, x in zip(dataset.titles, dataset.texts))
+            total += 4 * p["token_dim"] * min(chars // 4 + 2 * n_docs, length * n_docs)
+        return total
+
     def run(self, dataset: Dataset, command: str = "") -> tuple[dict, dict[str, dict[str, float]]]:
         """Evaluate this condition on ``dataset``; returns (result, run)."""
+        budget = self.options.max_memory_bytes
+        if budget:
+            needed = self.memory_estimate(dataset)
+            if needed > budget:
+                raise HarnessError(
+                    f"{self.name} on {dataset.name} needs about {needed / 2**30:.2f} GiB of vectors, over the"
+                    f" --max-memory budget of {budget / 2**30:.2f} GiB; raise the budget or use a smaller corpus"
+                )
         timings = Timings()
         start = time.perf_counter()
         k = self.options.top_k

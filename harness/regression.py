@@ -48,8 +48,8 @@ def check(
             if cache_dir:
                 argv += ["--cache-dir", str(cache_dir)]
             results = execute_run(build_parser().parse_args(argv))
-        for result in results:
-            expected = spec.expected[result["dataset"]]
+        for name, result in zip(names, results):
+            expected = spec.expected[name]
             got = round(result["metrics"][PRIMARY_METRIC], 4)
             delta = round(got - expected, 4)
             if delta < -spec.tolerance - 1e-9:
