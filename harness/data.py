@@ -1,4 +1,4 @@
-"""Load a BEIR-layout dataset, strictly.
+r"""Load a BEIR-layout dataset, strictly.
 
 A dataset folder holds ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``), ``queries.jsonl[.gz]``
 (``_id``, ``text``) and ``qrels/<split>.tsv`` (header ``query-id<TAB>corpus-id<TAB>score``).
@@ -7,14 +7,23 @@ We read the files ourselves instead of through ``beir.datasets.data_loader.Gener
 because that loader skips bad rows silently and reports no file/line; a benchmark harness must
 either stop with ``file:line: what is wrong`` or count what it skipped. The recorded policy:
 
-* errors (the run stops): unreadable/truncated gzip, non-UTF-8 bytes, malformed JSON, a missing or
-  non-string ``_id``, duplicate document or query ids, an empty corpus, a qrels file without the
-  header or with the wrong column count, a non-integer qrels score, a qrels row naming a document
-  that is not in the corpus or a query that is not in queries.jsonl, a split that does not exist.
+* errors (the run stops): unreadable/truncated gzip, non-UTF-8 bytes, malformed JSON (including
+  nesting too deep or numbers too long to parse), a line that is not a JSON object, a missing,
+  empty or non-string ``_id``, an id holding whitespace or control characters (the TREC run format
+  and the qrels TSV cannot carry it), a ``title``/``text`` that is not a string, a string holding
+  an unpaired UTF-16 surrogate escape (``"\ud800"``: not encodable as UTF-8), duplicate document or
+  query ids, an empty corpus (no documents, or only empty ones), a qrels file without the header,
+  with the wrong column count or with no judgement rows, a non-integer qrels score, the same
+  (query, document) pair judged twice, a qrels row naming a document that is not in the corpus or
+  a query that is not in queries.jsonl, a split that does not exist. Each message names the file
+  and, for a row, its line (``path:LINE: what is wrong``).
 * counted skips (shown in every result under ``counts``): test queries whose text is empty
   (``queries_empty_text``; they stay in the evaluation and score 0, since a retriever given
   nothing retrieves nothing), documents whose title and text are both empty
   (``documents_empty_text``; kept, encoded as the empty string).
+* tolerated without changing anything: blank lines, ``\r\n`` line ends, a UTF-8 byte-order mark at
+  the start of a file, integer ``_id`` values (read as their decimal string), a missing or ``null``
+  ``title``/``text`` (read as the empty string), extra JSON keys (``metadata``...).
 
 Only the split's queries are kept (those named in ``qrels/<split>.tsv``).
 """
@@ -25,6 +34,7 @@ import gzip
 import hashlib
 import json
 import os
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,12 +140,35 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
         try:
             content = gzip.decompress(content)
         except (EOFError, OSError, zlib.error) as exc:
-            raise HarnessError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+            line = _gzip_break_line(content)
+            raise HarnessError(
+                f"{path}:{line}: corrupt or truncated gzip file (the data breaks off in line {line}: {exc})"
+            ) from None
     return content, hashlib.sha256(content).hexdigest()
 
 
+def _gzip_break_line(data: bytes, chunk: int = 1 << 16) -> int:
+    """1-based line of the decompressed text in which a broken gzip stream stops being readable."""
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    newlines = 0
+    try:
+        for start in range(0, len(data), chunk):
+            newlines += decoder.decompress(data[start : start + chunk]).count(b"\n")
+            if decoder.eof:
+                break
+        newlines += decoder.flush().count(b"\n")
+    except zlib.error:
+        pass
+    return newlines + 1
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: Path, content: bytes):
-    """Yield (line number, decoded line) for the non-blank lines of a UTF-8 file."""
+    """Yield (line number, decoded line) for the non-blank lines of a UTF-8 file (a leading BOM dropped)."""
+    if content.startswith(_BOM):
+        content = content[len(_BOM) :]
     for number, raw in enumerate(content.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -143,6 +176,22 @@ def _lines(path: Path, content: bytes):
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise HarnessError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _bad_id_character(record_id: str) -> str | None:
+    """The first character an id must not hold (whitespace, control, unpaired surrogate), if any."""
+    for char in record_id:
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cs"):
+            return char
+    return None
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _read_jsonl(path: Path, content: bytes, kind: str):
@@ -153,22 +202,43 @@ def _read_jsonl(path: Path, content: bytes, kind: str):
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise HarnessError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, nesting too deep
+            raise HarnessError(f"{path}:{number}: malformed JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
         if not isinstance(record, dict):
             raise HarnessError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        record_id = record.get("_id")
+        if "_id" not in record:
+            raise HarnessError(f"{path}:{number}: {kind} has no '_id'")
+        record_id = record["_id"]
         if isinstance(record_id, int) and not isinstance(record_id, bool):
             record_id = str(record_id)
         if not isinstance(record_id, str) or not record_id:
-            raise HarnessError(f"{path}:{number}: {kind} has no '_id' (a non-empty string)")
+            raise HarnessError(
+                f"{path}:{number}: {kind} '_id' must be a non-empty string, got {json.dumps(record['_id'])[:40]}"
+            )
+        bad = _bad_id_character(record_id)
+        if bad is not None:
+            raise HarnessError(
+                f"{path}:{number}: {kind} id {record_id[:60]!r} holds the character {bad!r}"
+                " (ids must not contain whitespace or control characters)"
+            )
         if record_id in seen:
             raise HarnessError(f"{path}:{number}: duplicate {kind} id '{record_id}' (first on line {seen[record_id]})")
         seen[record_id] = number
         for key in ("title", "text"):
-            value = record.get(key, "")
-            if value is None:
-                record[key] = ""
+            value = record.get(key)
+            if value is None:  # missing or null: the empty string
+                value = ""
             elif not isinstance(value, str):
                 raise HarnessError(f"{path}:{number}: '{key}' of {kind} '{record_id}' is not a string")
+            record[key] = value
+        # A lone surrogate can only come from a \u escape (the line itself decoded as UTF-8).
+        if "\\u" in line:
+            for key in ("title", "text"):
+                if _has_lone_surrogate(record[key]):
+                    raise HarnessError(
+                        f"{path}:{number}: '{key}' of {kind} '{record_id}' holds an unpaired surrogate escape"
+                        " (not valid Unicode)"
+                    )
         yield number, record_id, record
 
 
@@ -176,6 +246,7 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
     """qrels[query][doc] = int grade; also the first line each query appears on."""
     qrels: dict[str, dict[str, int]] = {}
     where: dict[str, int] = {}
+    judged_on: dict[tuple[str, str], int] = {}
     header_seen = False
     for number, line in _lines(path, content):
         columns = line.rstrip("\r").split("\t")
@@ -193,19 +264,29 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
             grade = int(score)
         except ValueError:
             raise HarnessError(f"{path}:{number}: relevance score {score!r} is not an integer") from None
+        if not query_id:
+            raise HarnessError(f"{path}:{number}: empty query id")
         if doc_id not in known_docs:
             raise HarnessError(f"{path}:{number}: document '{doc_id}' is not in the corpus")
+        first = judged_on.setdefault((query_id, doc_id), number)
+        if first != number:
+            raise HarnessError(
+                f"{path}:{number}: query '{query_id}' and document '{doc_id}' are judged twice (first on line {first})"
+            )
         qrels.setdefault(query_id, {})[doc_id] = grade
         where.setdefault(query_id, number)
     if not header_seen:
         raise HarnessError(f"{path}: empty qrels file")
+    if not qrels:
+        raise HarnessError(f"{path}: no judgements after the header")
     return qrels, where
 
 
 def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None = None) -> Dataset:
     """Load and validate one split of a BEIR dataset (see the module docstring for the policy)."""
     folder = resolve_dataset_path(name_or_path, data_dir)
-    name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
+    # A folder is named by its last component ("." and "x/" included); symlinks are not followed.
+    name = Path(os.path.abspath(name_or_path)).name if Path(name_or_path).is_dir() else name_or_path
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
@@ -227,6 +308,8 @@ def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None =
     del content
     if not doc_ids:
         raise HarnessError(f"{corpus_path}: the corpus is empty")
+    if counts["documents_empty_text"] == len(doc_ids):
+        raise HarnessError(f"{corpus_path}: every document is empty (no title or text in any of {len(doc_ids)})")
 
     content, files[f"qrels/{split}.tsv"] = _read_bytes(qrels_path)
     qrels, qrels_line = _read_qrels(qrels_path, content, set(doc_ids))
