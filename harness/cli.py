@@ -149,6 +149,22 @@ def cmd_table(args) -> int:
     return 0
 
 
+def _add_plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="plot ndcg@10 against bytes per document from stored results",
+                       description="Write a PNG of ndcg@10 against the bytes each method stores per document.")
+    p.add_argument("--results-dir", type=Path, default=REPO / "results")
+    p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "ndcg_vs_bytes.png")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args) -> int:
+    from harness.plot import plot
+
+    print(f"wrote {plot(args.results_dir, args.conditions or args.results_dir / 'conditions.toml', args.out)}")
+    return 0
+
+
 def _add_check_parser(sub) -> None:
     p = sub.add_parser(
         "check",
@@ -202,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_table_parser(sub)
     _add_check_parser(sub)
+    _add_plot_parser(sub)
     _add_cache_parser(sub)
     try:
         from harness.train import add_train_parser

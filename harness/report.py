@@ -2,8 +2,8 @@
 
 ``| Model | Parameters | Dims | MB / 10K docs | NFCorpus | SciDocs | SciFact | Average |`` — one table per
 group of the conditions file; cells are ndcg@10 to 4 decimals, "–" where a dataset was not run.
-Average is given only when every dataset column has a number; otherwise it is the mean of those
-present, marked with a footnote naming them. The tables replace the block between
+Average is over every dataset column when all have a number; otherwise it is the mean of those
+present, and the cell names them. The tables replace the block between
 :data:`BEGIN` and :data:`END` in README.md.
 """
 
@@ -51,7 +51,7 @@ def render_tables(results_dir: Path, conditions_path: Path) -> str:
     headers = ["Model", "Parameters", "Dims", "MB / 10K docs", *[DISPLAY.get(d, d) for d in datasets], "Average"]
     sections = []
     for group, caption in conditions.groups:
-        rows, notes = [], []
+        rows = []
         for spec in (c for c in conditions.conditions if group in c.groups):
             found = {d: results.get((spec.name, d)) for d in datasets}
             present = {d: r for d, r in found.items() if r is not None}
@@ -61,11 +61,9 @@ def render_tables(results_dir: Path, conditions_path: Path) -> str:
             scores = {d: r["metrics"][PRIMARY_METRIC] for d, r in present.items()}
             cells = [f"{scores[d]:.4f}" if d in scores else DASH for d in datasets]
             mean = sum(scores.values()) / len(scores)
-            if len(scores) == len(datasets):
-                average = f"{mean:.4f}"
-            else:
-                notes.append(spec.label)
-                average = f"{mean:.4f}\\*"
+            average = f"{mean:.4f}"
+            if len(scores) < len(datasets):
+                average += f" ({', '.join(DISPLAY.get(d, d) for d in datasets if d in scores)})"
             dims, mb = storage(any_result)
             parameters = format_parameters(_parameters(any_result))
             rows.append([spec.label, parameters, dims, mb, *cells, average])
@@ -73,14 +71,50 @@ def render_tables(results_dir: Path, conditions_path: Path) -> str:
             continue
         table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         text = f"### {group}\n\n" + (f"{caption}\n\n" if caption else "") + table
-        if notes:
-            covered = sorted({DISPLAY.get(d, d) for spec in conditions.conditions for d in datasets
-                              if (spec.name, d) in results and spec.label in notes})
-            text += f"\n\n\\* average over the datasets that were run ({', '.join(covered)}), not all columns."
+        members = [spec for spec in conditions.conditions if group in spec.groups]
+        significance = significance_table(members, results, datasets)
+        if significance:
+            text += "\n\n" + significance
         sections.append(text)
     if not sections:
         raise HarnessError(f"no stored results in {results_dir} match a condition of {conditions_path}")
     return "\n\n".join(sections) + "\n"
+
+
+def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
+    """(mean difference b - a, two-sided paired t-test p-value, n) over the queries both scored."""
+    from scipy.stats import ttest_rel
+
+    common = sorted(set(a) & set(b))
+    x = [a[q] for q in common]
+    y = [b[q] for q in common]
+    diff = sum(v - u for u, v in zip(x, y)) / len(common) if common else 0.0
+    if len(common) < 2 or all(u == v for u, v in zip(x, y)):
+        return diff, 1.0, len(common)
+    return diff, float(ttest_rel(y, x).pvalue), len(common)
+
+
+def significance_table(members, results: dict, datasets: list[str]) -> str:
+    """Neighbouring rows compared per dataset: Δ ndcg@10 and the paired t-test p-value."""
+    present = [spec for spec in members if any((spec.name, d) in results for d in datasets)]
+    rows = []
+    for upper, lower in zip(present, present[1:]):
+        cells = []
+        for d in datasets:
+            a, b = results.get((upper.name, d)), results.get((lower.name, d))
+            if a is None or b is None:
+                cells.append(DASH)
+                continue
+            diff, p, _ = paired_test(a["per_query"][PRIMARY_METRIC], b["per_query"][PRIMARY_METRIC])
+            mark = "**" if p < 0.05 else ""
+            cells.append(f"{mark}{diff:+.4f} (p={p:.3f}){mark}")
+        if any(c != DASH for c in cells):
+            rows.append([f"{lower.label} vs {upper.label}", *cells])
+    if not rows:
+        return ""
+    headers = ["Paired t-test, per-query ndcg@10 (row below minus row above)", *[DISPLAY.get(d, d) for d in datasets]]
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return table + "\n\nBold: p < 0.05 (two-sided, over the queries both rows scored)."
 
 
 def _parameters(result: dict) -> int:
