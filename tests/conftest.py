@@ -151,10 +151,25 @@ def harness_env(tmp_path) -> dict[str, str]:
     return harness_subprocess_env(tmp_path)
 
 
-def start_harness(args: Sequence[str], env: dict[str, str], **popen) -> subprocess.Popen:
+#: Python code that makes ``import harness.X`` load the real submodule WITHOUT running
+#: harness/__init__.py, whose BertHash registration imports transformers (~6 s of CPU per process).
+#: For subprocesses that never touch BertHash (bm25 runs, cache and file I/O).
+LIGHT_IMPORT = (
+    "import sys, types; _pkg = types.ModuleType('harness'); _pkg.__path__ = [{!r}]; sys.modules['harness'] = _pkg\n"
+).format(str(REPO / "harness"))
+
+
+def harness_command(args: Sequence[str], light: bool = False) -> list[str]:
+    """``python -m harness ARGS``; ``light=True``: the same ``harness.cli.main`` under :data:`LIGHT_IMPORT`."""
+    if light:
+        return [sys.executable, "-c", LIGHT_IMPORT + "from harness.cli import main; sys.exit(main())", *args]
+    return [sys.executable, "-m", "harness", *args]
+
+
+def start_harness(args: Sequence[str], env: dict[str, str], light: bool = False, **popen) -> subprocess.Popen:
     """Start ``python -m harness ARGS`` (stdout/stderr captured as text). Always pass --results-dir."""
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+        harness_command(args, light), cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
 

@@ -6,6 +6,7 @@ Never a traceback, never a silently changed score. The policy is harness/data.py
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import subprocess
@@ -106,7 +107,7 @@ def test_truncated_gzip(tmp_path):
     line = int(re.match(re.escape(str(path)) + r":(\d+): ", message).group(1))
     assert 1 < line < 3000 and "truncated gzip" in message
     # The lines before the break are whole and intact: the reported line is the first damaged one.
-    readable = gzip.GzipFile(fileobj=__import__("io").BytesIO(data[: len(data) // 2]))
+    readable = gzip.GzipFile(fileobj=io.BytesIO(data[: len(data) // 2]))
     partial = b""
     try:
         while chunk := readable.read(4096):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, harness_subprocess_env, make_beir, run_cli
+from conftest import LIGHT_IMPORT, REPO, harness_subprocess_env, make_beir, run_cli
 from harness import fileio
 from harness.cache import VectorCache, encode_in_blocks
 from harness.results import load_results
@@ -47,11 +47,11 @@ _namespace: dict = {}
 exec(ENCODER_SOURCE, _namespace)
 fake_encode = _namespace["fake_encode"]
 
-# The subprocess loads harness.cache without running harness/__init__ (which imports transformers,
-# ~10 s) by registering a bare package object: the code under test is the real module.
+# The subprocesses load harness.* without running harness/__init__ (which imports transformers,
+# ~6 s of CPU) through conftest.LIGHT_IMPORT: the code under test is the real module.
 KILLED_ENCODE = textwrap.dedent('''
     import json, os, signal, sys, types
-    pkg = types.ModuleType("harness"); pkg.__path__ = [{harness_dir!r}]; sys.modules["harness"] = pkg
+    {light_import}
     from harness import fileio
     from harness.cache import VectorCache, encode_in_blocks
     {encoder}
@@ -78,7 +78,7 @@ KILLED_ENCODE = textwrap.dedent('''
 
 
 def run_killed_encode(cache_dir: Path, ragged: bool, kill_at: int, where: str) -> subprocess.CompletedProcess:
-    script = KILLED_ENCODE.format(harness_dir=str(REPO / "harness"), encoder=ENCODER_SOURCE,
+    script = KILLED_ENCODE.format(light_import=LIGHT_IMPORT.strip(), encoder=ENCODER_SOURCE,
                                   texts=TEXTS, parts=PARTS, block=BLOCK)
     return subprocess.run([sys.executable, "-c", script, str(cache_dir), "ragged" if ragged else "dense", str(kill_at), where],
                           capture_output=True, text=True, timeout=120)
@@ -203,7 +203,7 @@ def _results_args(tmp_path: Path, datasets: str) -> list[str]:
             "--cache-dir", str(tmp_path / "cache"), "--save-run"]
 
 
-KILLED_CLI = textwrap.dedent('''
+KILLED_CLI = LIGHT_IMPORT + textwrap.dedent('''
     import os, signal, sys
     import harness.data
     real_load = harness.data.load_dataset
