@@ -13,7 +13,7 @@ either stop with ``file:line: what is wrong`` or count what it skipped. The reco
   and the qrels TSV cannot carry it), a ``title``/``text`` that is not a string, a string holding
   an unpaired UTF-16 surrogate escape (``"\ud800"``: not encodable as UTF-8), duplicate document or
   query ids, an empty corpus (no documents, or only empty ones), a qrels file without the header,
-  with the wrong column count or with no judgement rows, a non-integer qrels score, the same
+  with the wrong column count or with no judgement rows, a non-integer qrels score or one outside 32 bits, the same
   (query, document) pair judged twice, a qrels row naming a document that is not in the corpus or
   a query that is not in queries.jsonl, a split that does not exist. Each message names the file
   and, for a row, its line (``path:LINE: what is wrong``).
@@ -34,6 +34,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
@@ -163,6 +164,8 @@ def _gzip_break_line(data: bytes, chunk: int = 1 << 16) -> int:
 
 
 _BOM = b"\xef\xbb\xbf"
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+_GRADE_MIN, _GRADE_MAX = -(2**31), 2**31 - 1
 
 
 def _lines(path: Path, content: bytes):
@@ -260,18 +263,19 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
         if len(columns) != 3:
             raise HarnessError(f"{path}:{number}: expected 3 tab-separated columns, got {len(columns)}")
         query_id, doc_id, score = (c.strip() for c in columns)
-        try:
-            grade = int(score)
-        except ValueError:
-            raise HarnessError(f"{path}:{number}: relevance score {score!r} is not an integer") from None
+        if not _INTEGER.fullmatch(score):  # int() alone would also take "1_0" and non-ASCII digits
+            raise HarnessError(f"{path}:{number}: relevance score {score!r} is not an integer")
+        grade = int(score)
+        if not _GRADE_MIN <= grade <= _GRADE_MAX:  # pytrec_eval wraps larger grades (4294967295 -> -1) or crashes
+            raise HarnessError(f"{path}:{number}: relevance score {score} is out of range (trec_eval grades are 32-bit)")
         if not query_id:
             raise HarnessError(f"{path}:{number}: empty query id")
         if doc_id not in known_docs:
-            raise HarnessError(f"{path}:{number}: document '{doc_id}' is not in the corpus")
+            raise HarnessError(f"{path}:{number}: document {doc_id!r} is not in the corpus")
         first = judged_on.setdefault((query_id, doc_id), number)
         if first != number:
             raise HarnessError(
-                f"{path}:{number}: query '{query_id}' and document '{doc_id}' are judged twice (first on line {first})"
+                f"{path}:{number}: query {query_id!r} and document {doc_id!r} are judged twice (first on line {first})"
             )
         qrels.setdefault(query_id, {})[doc_id] = grade
         where.setdefault(query_id, number)
@@ -322,7 +326,7 @@ def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None =
 
     for query_id in qrels:
         if query_id not in query_text:
-            raise HarnessError(f"{qrels_path}:{qrels_line[query_id]}: query '{query_id}' is not in {queries_path}")
+            raise HarnessError(f"{qrels_path}:{qrels_line[query_id]}: query {query_id!r} is not in {queries_path}")
 
     query_ids = [q for q in query_text]  # queries.jsonl order
     queries = [query_text[q] for q in query_ids]

@@ -175,6 +175,17 @@ def test_run_file_metrics_and_trec_eval_agree_on_ties(tmp_path):
     assert ours["q"]["mrr@10"] == 1 / 3 and ours["r"]["mrr@10"] == 1 / 2
 
 
+@pytest.mark.parametrize("relevant", ["z", "\u00e9", "\u03a9mega", "a", "a1"])
+def test_non_ascii_ids_tie_like_trec_eval(relevant):
+    """trec_eval compares UTF-8 bytes; Python compares code points: the same order, so the same rank."""
+    run = {"q": {doc_id: 1.0 for doc_id in ("z", "\u00e9", "\u03a9mega", "a", "a1")}}
+    qrels = {"q": {relevant: 1}}
+    position = ranking(run["q"]).index(relevant) + 1
+    assert ranking(run["q"]) == ["\u03a9mega", "\u00e9", "z", "a1", "a"]
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)["q"]["recip_rank"]
+    assert trec == evaluate(qrels, run).per_query["q"]["mrr@10"] == 1 / position
+
+
 def test_ranking_is_independent_of_dict_order():
     scores = {f"d{i}": float(i % 3) for i in range(40)}
     items = list(scores.items())
