@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -32,13 +31,6 @@ def _payload(writer: int, version: int) -> dict:
 
 def _assert_whole(result: dict) -> None:
     assert result == _payload(result["writer"], result["version"])
-
-
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.005)
 
 
 def test_two_cli_runs_share_a_results_folder(tmp_path, harness_env):

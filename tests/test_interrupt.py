@@ -4,7 +4,6 @@ multi-dataset run keeps every result it finished; no half-written file is ever r
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
