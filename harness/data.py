@@ -13,10 +13,10 @@ either stop with ``file:line: what is wrong`` or count what it skipped. The reco
   and the qrels TSV cannot carry it), a ``title``/``text`` that is not a string, a string holding
   an unpaired UTF-16 surrogate escape (``"\ud800"``: not encodable as UTF-8), duplicate document or
   query ids, an empty corpus (no documents, or only empty ones), a qrels file without the header,
-  with the wrong column count or with no judgement rows, a non-integer qrels score or one outside 32 bits, the same
-  (query, document) pair judged twice, a qrels row naming a document that is not in the corpus or
-  a query that is not in queries.jsonl, a split that does not exist. Each message names the file
-  and, for a row, its line (``path:LINE: what is wrong``).
+  with the wrong column count or with no judgement rows, a qrels score that is not an integer or
+  not within 32 bits, the same (query, document) pair judged twice, a qrels row naming a document
+  that is not in the corpus or a query that is not in queries.jsonl, a split that does not exist.
+  Each message names the file and, for a row, its line (``path:LINE: what is wrong``).
 * counted skips (shown in every result under ``counts``): test queries whose text is empty
   (``queries_empty_text``; they stay in the evaluation and score 0, since a retriever given
   nothing retrieves nothing), documents whose title and text are both empty
@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,12 +180,15 @@ def _lines(path: Path, content: bytes):
             raise HarnessError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
+#: What an id must not hold: whitespace (``str.isspace``), control characters (category Cc) and
+#: unpaired surrogates (category Cs).
+_BAD_ID_CHARACTER = re.compile("[\\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _bad_id_character(record_id: str) -> str | None:
-    """The first character an id must not hold (whitespace, control, unpaired surrogate), if any."""
-    for char in record_id:
-        if char.isspace() or unicodedata.category(char) in ("Cc", "Cs"):
-            return char
-    return None
+    """The first character an id must not hold, if any."""
+    match = _BAD_ID_CHARACTER.search(record_id)
+    return match.group() if match else None
 
 
 def _has_lone_surrogate(value: str) -> bool:
