@@ -1,0 +1,145 @@
+"""Exact late-interaction (ColBERT maxsim) scoring: reranking candidates and full-corpus search.
+
+Units and shapes: a query is a float32 matrix (n_q_tokens, dim), a document (n_d_tokens, dim)
+(token vectors, normally unit length). maxsim(q, d) = sum over query tokens of the maximum dot
+product with any document token, a float32 score. A query without tokens scores 0 against every
+document; a document without tokens scores -inf (the harness's "not retrieved").
+
+``rerank`` scores given candidates: (n_queries, depth) document indices -> (n_queries, depth)
+float32, negative indices (no candidate) -> -inf. Queries are processed in batches; each batch
+gathers its candidates' tokens into one zero-padded (batch, depth, max_len, dim) block and scores
+it with a single einsum (a batched GEMM), padding masked to -inf before the max. No Python loop
+per candidate: the block is filled by torch's ``pad_sequence``.
+
+``search`` scores every document: (scores (n_queries, k) float32, indices (n_queries, k) int64),
+k capped at the number of documents, best first. Documents are visited in length order (so a
+chunk pads little) in chunks sized from ``memory_budget_bytes``; chunk scores are buffered and
+merged into a running top-k. Ties: higher score first, then lower ``tie_ranks[index]`` (default:
+the document index itself, i.e. lower index first), including at the k-th place.
+
+The arithmetic is torch float32 (BLAS); chunking and batch composition change only the order of
+float32 additions, not which tokens are compared. Measured on the shared 2-core machine (load ~5):
+``rerank`` of 1,000 queries x 100 candidates x 150-250 tokens x 80 dims (about 100 GFLOP of
+exact dot products) in ~16 s; full ``search`` costs n_query_tokens x n_corpus_tokens x dim
+multiply-adds, e.g. 2.6e12 (5 TFLOP) for 1,000 queries x 5,000 such documents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
+RERANK_MEMORY_BUDGET = 256 << 20  # bytes per query batch in ``rerank``
+
+
+def _pad(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad to (n, max_len >= 1, dim) float32 + (n, max_len) bool mask of real tokens."""
+    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.int64)
+    padded = pad_sequence([torch.from_numpy(np.asarray(a, dtype=np.float32).reshape(-1, dim)) for a in arrays], batch_first=True)
+    if padded.shape[1] == 0:  # keep one (masked) column so maxima over padding are -inf, not errors
+        padded = padded.new_zeros((len(arrays), 1, dim))
+    return padded, torch.arange(padded.shape[1]) < lengths[:, None]
+
+
+def _reduce(best: torch.Tensor, query_mask: torch.Tensor, doc_has_tokens: torch.Tensor, query_axis: int) -> torch.Tensor:
+    """Sum per-query-token maxima over real query tokens; documents without tokens -> -inf."""
+    scores = torch.where(query_mask, best, torch.zeros((), dtype=best.dtype)).sum(dim=query_axis)
+    return scores.masked_fill_(~doc_has_tokens, float("-inf"))
+
+
+def rerank(
+    query_tokens: list[np.ndarray],
+    doc_tokens: list[np.ndarray],
+    candidates: np.ndarray,
+    memory_budget_bytes: int = RERANK_MEMORY_BUDGET,
+) -> np.ndarray:
+    """Exact maxsim of each query against its candidate documents: (n_queries, depth) float32."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    n_queries, depth = candidates.shape
+    out = np.full((n_queries, depth), -np.inf, dtype=np.float32)
+    if n_queries == 0 or depth == 0:
+        return out
+    dim = query_tokens[0].shape[1]
+    valid = candidates >= 0
+    longest_doc = max(1, int(max((len(doc_tokens[i]) for i in np.unique(candidates[valid])), default=1)))
+    longest_query = max(1, max(len(q) for q in query_tokens))
+    per_query = depth * longest_doc * (dim + longest_query) * 4  # gathered tokens + similarity block
+    batch = max(1, int(memory_budget_bytes // per_query))
+    with torch.inference_mode():
+        for start in range(0, n_queries, batch):
+            rows = slice(start, start + batch)
+            cand = np.where(valid[rows], candidates[rows], 0)
+            docs, doc_mask = _pad([doc_tokens[i] for i in cand.ravel()], dim)  # (b * depth, L, dim)
+            docs, doc_mask = docs.view(*cand.shape, *docs.shape[1:]), doc_mask.view(*cand.shape, -1)
+            queries, query_mask = _pad(query_tokens[rows], dim)  # (b, Lq, dim)
+            sims = torch.einsum("bjld,bqd->bjlq", docs, queries)  # one batched GEMM
+            best = sims.masked_fill_(~doc_mask.unsqueeze(-1), float("-inf")).amax(dim=2)  # (b, depth, Lq)
+            scores = _reduce(best, query_mask.unsqueeze(1), doc_mask.any(dim=-1), query_axis=-1)
+            out[rows] = np.where(valid[rows], scores.numpy(), -np.inf)
+    return out
+
+
+def search(
+    query_tokens: list[np.ndarray],
+    doc_tokens: list[np.ndarray],
+    k: int,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    tie_ranks: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact full maxsim top-k of every query over all documents (see the module docstring)."""
+    n_queries, n_docs = len(query_tokens), len(doc_tokens)
+    k = min(k, n_docs)
+    ranks = np.arange(n_docs, dtype=np.int64) if tie_ranks is None else np.asarray(tie_ranks, dtype=np.int64)
+    best_scores = np.zeros((n_queries, 0), dtype=np.float32)
+    best_indices = np.zeros((n_queries, 0), dtype=np.int64)
+    if n_queries == 0 or k == 0:
+        return best_scores, best_indices
+    dim = query_tokens[0].shape[1]
+    queries, query_mask = _pad(query_tokens, dim)
+    sorted_lengths = np.array([len(d) for d in doc_tokens], dtype=np.int64)
+    order = np.argsort(sorted_lengths, kind="stable")
+    sorted_lengths = np.maximum(sorted_lengths[order], 1)
+
+    # Budget: resident queries and top-k state; of the rest, half buffers chunk scores (24 bytes
+    # per buffered (query, doc) at merge time: float32 score, int64 index, int64 sort order, copy)
+    # and half holds one chunk (padded tokens + float32 similarity block).
+    fixed = queries.numel() * 4 + n_queries * k * 12
+    spare = max(memory_budget_bytes - fixed, 1 << 20)
+    buffer_width = max(2 * k, (spare // 2) // (n_queries * 24))
+    chunk_tokens = max(1, (spare // 2) // (4 * (queries.shape[0] * queries.shape[1] + dim)))
+
+    pending_scores: list[np.ndarray] = []
+    pending_indices: list[np.ndarray] = []
+    start = 0
+    with torch.inference_mode():
+        while start < n_docs:
+            # Ascending lengths: a chunk of c documents ending at j pads to c * length[j] tokens.
+            window = sorted_lengths[start : start + chunk_tokens]
+            fits = np.searchsorted(np.arange(1, len(window) + 1) * window, chunk_tokens, side="right")
+            stop = start + max(1, int(fits))
+            chunk = order[start:stop]
+            docs, doc_mask = _pad([doc_tokens[i] for i in chunk], dim)
+            sims = torch.einsum("nqd,cld->nqcl", queries, docs)  # one GEMM: (n, Lq, chunk, L)
+            best = sims.masked_fill_(~doc_mask, float("-inf")).amax(dim=-1)  # (n, Lq, chunk)
+            scores = _reduce(best, query_mask.unsqueeze(-1), doc_mask.any(dim=-1), query_axis=1)
+            pending_scores.append(scores.numpy())
+            pending_indices.append(chunk)
+            start = stop
+            if sum(map(len, pending_indices)) >= buffer_width or start >= n_docs:
+                columns = np.concatenate(pending_indices)
+                best_scores, best_indices = _merge(
+                    np.concatenate([best_scores, *pending_scores], axis=1),
+                    np.concatenate([best_indices, np.broadcast_to(columns, (n_queries, len(columns)))], axis=1),
+                    k,
+                    ranks,
+                )
+                pending_scores, pending_indices = [], []
+    return best_scores, best_indices
+
+
+def _merge(scores: np.ndarray, indices: np.ndarray, k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (score descending, then tie rank ascending), sorted best first."""
+    order = np.lexsort((ranks[indices], -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
