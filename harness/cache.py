@@ -39,6 +39,13 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def as_float32(value: Vectors) -> Vectors:
+    """The dtype every cache entry has, so a miss returns what a later hit will."""
+    if isinstance(value, list):
+        return [np.asarray(v, dtype=np.float32) for v in value]
+    return np.asarray(value, dtype=np.float32)
+
+
 class VectorCache:
     """Get-or-compute store of float32 vectors; ``enabled=False`` computes every time."""
 
@@ -82,7 +89,7 @@ class VectorCache:
         value = self.load(key)
         if value is not None:
             return value, True
-        value = compute()
+        value = as_float32(compute())
         self.save(key, value)
         return value, False
 

@@ -234,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
     try:
         return args.func(args)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; rerun the same command to resume", file=sys.stderr)

@@ -331,9 +331,6 @@ def test_cli_pickle_weights_refused_unless_allowed(tmp_path, capsys, small_beir)
     assert json.loads(out.strip().splitlines()[-1])["n_queries"] == 6
 
 
-@pytest.mark.xfail(strict=True, reason="BUG models/dense.py DenseEncoder.__init__: a folder without tokenizer files loads"
-                   " (transformers builds a BertTokenizer holding only the 5 special tokens, so every word is [UNK])"
-                   " and the run scores garbage with exit 0; it should stop with an error naming the missing files")
 def test_cli_model_folder_without_tokenizer_files(tmp_path, capsys, small_beir):
     import torch
     from safetensors.torch import save_file
@@ -346,9 +343,6 @@ def test_cli_model_folder_without_tokenizer_files(tmp_path, capsys, small_beir):
     assert "tokenizer" in assert_one_error_line(code, err)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG models/dense.py DenseEncoder.__init__: the 'cannot load model' HarnessError"
-                   " embeds the loader's multi-line exception text (torch.load's weights_only notice), so the CLI"
-                   " prints an error spanning several lines")
 def test_cli_corrupt_pickle_with_allow_pickle_is_one_line(tmp_path, capsys, small_beir):
     model = tmp_path / "broken"
     model.mkdir()
@@ -358,9 +352,6 @@ def test_cli_corrupt_pickle_with_allow_pickle_is_one_line(tmp_path, capsys, smal
     assert "cannot load model" in assert_one_error_line(code, err)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG retrieval/bm25.py:37 BM25.__init__: bm25s.BM25.index raises ValueError"
-                   " ('max() arg is an empty sequence') when no document has an indexable token (e.g. only stopwords);"
-                   " a traceback instead of an error line or a counted result")
 def test_cli_corpus_of_only_stopwords(tmp_path, capsys):
     folder = make_beir(tmp_path, docs=[{"_id": "a", "text": "the of"}, {"_id": "b", "text": "and a"}],
                        queries=[{"_id": "q", "text": "the"}], qrels=[("q", "a", 1)])

@@ -170,9 +170,6 @@ def test_a_damaged_entry_is_recomputed_not_trusted(tmp_path, reference):
     assert same_bits(vectors, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG cache.py encode_in_blocks: a freshly encoded block is returned as the encoder"
-                   " gave it (here float64) but stored as float32, so a resumed/cached run returns different numbers"
-                   " (and dtype) than the uninterrupted run; it should cast each block to float32 before use")
 def test_resume_is_bit_identical_even_for_a_float64_encoder(tmp_path):
     def encode(block):
         return fake_encode(block, False).astype(np.float64) / 3.0

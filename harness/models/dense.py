@@ -75,9 +75,17 @@ class DenseEncoder:
             raise HarnessError(
                 f"cannot load model '{path}' as a sentence-transformers {where}: {type(exc).__name__}: {exc}"
             ) from None
+        tokenizer = getattr(self.model, "tokenizer", None)
+        vocabulary = len(tokenizer) if tokenizer is not None else 0
+        if vocabulary <= len(getattr(tokenizer, "all_special_tokens", [])):
+            # transformers falls back to a tokenizer of special tokens only: every word would be [UNK]
+            raise HarnessError(
+                f"{path}: no usable tokenizer (vocabulary of {vocabulary}); the folder needs its tokenizer files"
+                " (tokenizer.json or vocab.txt with tokenizer_config.json)"
+            )
         if max_length:
             self.model.max_seq_length = max_length
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
         self._folder = local if local.is_dir() else None
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

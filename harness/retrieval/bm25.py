@@ -15,6 +15,7 @@ import numpy as np
 import Stemmer
 from tqdm.auto import tqdm
 
+from harness.errors import HarnessError
 from harness.retrieval.exact import top_k
 
 SETTINGS = {
@@ -33,6 +34,8 @@ class BM25:
     def __init__(self, doc_texts: list[str]):
         self._stemmer = Stemmer.Stemmer("english")
         tokens = bm25s.tokenize(doc_texts, stopwords="en", stemmer=self._stemmer, show_progress=False)
+        if not any(len(ids) for ids in tokens.ids):
+            raise HarnessError("BM25: no document has an indexable term (every word is a stopword or too short)")
         self._retriever = bm25s.BM25(k1=SETTINGS["k1"], b=SETTINGS["b"], method=SETTINGS["method"])
         self._retriever.index(tokens, show_progress=False)
         self.n_docs = len(doc_texts)
