@@ -39,6 +39,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=1000, help="results kept per query (default 1000, for recall@1000)")
     p.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     p.add_argument("--max-length", type=int, default=None, help="override the dense model's max sequence length")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="dense encoder numerics: fp32 (reference) or int8 (dynamic quantisation: faster, slightly"
+                   " different scores, reported as its own condition)")
     p.add_argument("--fde-mode", choices=("txtai", "paper"), default="txtai", help="MUVERA FDE variant")
     p.add_argument("--fde-repetitions", type=int, default=20)
     p.add_argument("--fde-hashes", type=int, default=5)
@@ -91,6 +94,7 @@ def execute_run(args) -> list[dict]:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         max_memory_bytes=int(args.max_memory * 2**30) if args.max_memory else None,
+        precision=args.precision,
         name=args.name,
     )
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]

@@ -42,6 +42,7 @@ class RunOptions:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     max_memory_bytes: int | None = None
+    precision: str = "fp32"  # "fp32" (reference numerics) | "int8" (dynamic quantisation, faster)
     name: str | None = None
 
 
@@ -67,6 +68,8 @@ def condition_name(model: str, options: RunOptions) -> str:
         name += f"-{options.index}"
     if options.max_length:
         name += f"-len{options.max_length}"
+    if options.precision != "fp32":
+        name += f"-{options.precision}"
     if options.rerank:
         name += f"+rerank-{slug(options.rerank)}@{options.rerank_depth}"
     return name
@@ -366,6 +369,7 @@ class Condition:
             encoder = DenseEncoder(
                 spec.name, path, batch_size=self.options.batch_size, max_length=self.options.max_length,
                 trust_remote_code=self.options.trust_remote_code, allow_pickle=self.options.allow_pickle,
+                precision=self.options.precision,
             )
             return VectorStage(DenseEncoderAdapter(encoder), self.cache, self.options)
         if spec.kind == "muvera":

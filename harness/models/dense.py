@@ -57,6 +57,7 @@ class DenseEncoder:
         max_length: int | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        precision: str = "fp32",
     ):
         from sentence_transformers import SentenceTransformer
 
@@ -86,6 +87,9 @@ class DenseEncoder:
         if max_length:
             self.model.max_seq_length = max_length
         self.dim = int(self.model.get_embedding_dimension())
+        self.precision = precision
+        if precision != "fp32":
+            raise HarnessError(f"precision '{precision}' is not available yet")
         self._folder = local if local.is_dir() else None
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
