@@ -164,3 +164,70 @@ def test_loss_plot(tmp_path):
     common.plot_losses({"a": [(i, 1.0 / (i + 1)) for i in range(40)], "b": [(0, 1.0), (10, 0.5)]},
                        tmp_path / "loss.png", "t")
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- end to end (tiny)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "harness" / "train" / "configs"
+
+
+def tiny_overrides(tmp_path: Path, data_root: Path) -> list[str]:
+    return [f"run.run_dir={json.dumps(str(tmp_path / 'run'))}", f"data.root={json.dumps(str(data_root))}",
+            'data.datasets=["toy"]', "data.teacher_topk=8", "checkpoint.every=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dense(tmp_path_factory):
+    """A dense pico trained for a few steps on the synthetic dataset (shared by the tests below)."""
+    from harness.train.distill import train_dense
+
+    tmp_path = tmp_path_factory.mktemp("dense")
+    root = tmp_path / "beir"
+    make_beir(root)
+    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, root) + [
+        "mlm.steps=2", "mlm.batch=4", "embed.steps=3", "embed.batch_docs=4", "embed.batch_queries=4",
+        "kl.steps=3", "kl.batch_queries=3", "kl.candidates=4", "kl.hard_from=6",
+        "eval.after_embed=false", "eval.after_kl=false"])
+    out = tmp_path / "pico"
+    teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
+    info = train_dense(cfg, teacher=teacher, out_dir=out)
+    return {"cfg": cfg, "out": out, "info": info, "teacher": teacher, "root": root, "tmp": tmp_path}
+
+
+def test_train_dense_tiny(tiny_dense):
+    from sentence_transformers import SentenceTransformer
+
+    from harness.train.distill import train_dense
+
+    out, info = tiny_dense["out"], tiny_dense["info"]
+    assert info["steps"] == {"mlm": 2, "embed": 3, "kl": 3}
+    for name in ("README.md", "loss_curve.png", "model.safetensors", "modules.json", "training_info.json"):
+        assert (out / name).exists(), name
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    card = (out / "README.md").read_text()
+    assert "sha256" in card and "fake" in card and "seed: 42" in card
+    st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    emb = st.encode(["a query about cancer", "a document"])
+    assert emb.shape == (2, 80) and np.isfinite(emb).all()
+    # resuming a finished run skips every stage
+    info2 = train_dense(tiny_dense["cfg"], resume=True, teacher=tiny_dense["teacher"],
+                        out_dir=tiny_dense["tmp"] / "pico2")
+    assert info2["history"] == info["history"]
+
+
+def test_train_colbert_tiny(tiny_dense, tmp_path):
+    from harness.models.colbert import ColBERT
+    from harness.train.colbert_kd import train_colbert
+
+    cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
+        f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
+        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false"])
+    out = tmp_path / "colbert"
+    info = train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=out)
+    assert info["steps"] == {"kd": 3} and len(info["history"]["kd"]) >= 1
+    for name in ("README.md", "loss_curve.png", "model.safetensors", "1_Dense/model.safetensors", "modules.json"):
+        assert (out / name).exists(), name
+    model = ColBERT.load(out)
+    assert model.document_length == 300 and model.token_dim == 80  # training-time length not shipped
+    q = model.encode_queries(["a query about cancer"])[0]
+    assert q.shape == (32, 80)

@@ -97,6 +97,27 @@ def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def init_words_from_teacher(base, std: float) -> None:
+    """Initialise the (vocab x projections) word table with the teacher's (vocab x 384) word
+    embeddings reduced by PCA to ``projections`` dims (same vocabulary), scaled so projected
+    word vectors have std ``std``. Gives the student lexical similarity from step 0."""
+    from safetensors import safe_open
+
+    with safe_open(str(teacher_path() / "model.safetensors"), framework="pt") as f:
+        key = next(k for k in f.keys() if k.endswith("word_embeddings.weight"))
+        E = f.get_tensor(key).float()
+    if E.shape[0] != base.embeddings.word_embeddings.weight.shape[0]:
+        raise HarnessError(f"teacher vocabulary {E.shape[0]} != student {base.embeddings.word_embeddings.weight.shape[0]}")
+    P = base.embeddings.word_embeddings.weight.shape[1]
+    Ec = E - E.mean(0)
+    _, _, V = torch.linalg.svd(Ec[::3], full_matrices=False)  # subsample rows: fast, same subspace
+    W = Ec @ V[:P].T  # (vocab, P)
+    with torch.no_grad():
+        proj = base.embeddings.projection.weight  # (hidden, P)
+        out_std = (W @ proj.T).std()
+        base.embeddings.word_embeddings.weight.copy_(W * (std / out_std))
+
+
 class DenseStudent(torch.nn.Module):
     """BertHash encoder + mean pooling (exactly the saved sentence-transformers pipeline)."""
 
@@ -212,6 +233,8 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
     prep_time = time.time() - t0
     tok = load_tokenizer(cfg)
     mlm = new_base(cfg)
+    if cfg.get("init", {}).get("teacher_word_pca", False):
+        init_words_from_teacher(mlm.bert, cfg["init"].get("word_std", 0.05))
     student = DenseStudent(mlm.bert, tok)
     if ckpt.resumed:
         mlm.load_state_dict(ckpt.state["model"])
@@ -229,7 +252,11 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
         texts = [mlm_texts[i] for i in rng.integers(len(mlm_texts), size=mc["batch"])]
         enc = tok(texts, truncation=True, max_length=mc["max_len"], padding=True, return_tensors="pt")
         inp, labels = _mask_tokens(enc["input_ids"], enc["attention_mask"], tok, mc["mask_prob"], gen)
-        return mlm(input_ids=inp, attention_mask=enc["attention_mask"], labels=labels).loss
+        # logits only at masked positions (the full (batch, seq, 30522) logits dominate the cost)
+        h = mlm.bert(input_ids=inp, attention_mask=enc["attention_mask"]).last_hidden_state
+        sel = labels != -100
+        logits = mlm.cls.predictions(h[sel], mlm.bert.embeddings)
+        return F.cross_entropy(logits, labels[sel])
 
     runner.run("mlm", mc["steps"], mc["lr"], [p for p in mlm.parameters()], mlm_step)
 
@@ -247,7 +274,7 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
         qi = rng.integers(len(all_queries), size=ec["batch_queries"])
         d = student([all_docs[i] for i in di], ec["doc_max_len"])
         q = student([all_queries[i] for i in qi], ec["query_max_len"])
-        loss = F.mse_loss(d, Z_docs[di]) + F.mse_loss(q, Z_queries[qi])
+        loss = ec.get("mse_weight", 1.0) * (F.mse_loss(d, Z_docs[di]) + F.mse_loss(q, Z_queries[qi]))
         if ec.get("cos_weight", 0):
             loss = loss + ec["cos_weight"] * ((1 - F.cosine_similarity(d, Z_docs[di])).mean()
                                                + (1 - F.cosine_similarity(q, Z_queries[qi])).mean())

@@ -58,24 +58,61 @@ def eval_dense(encode, folder, k: int = 100) -> float:
 
 
 @torch.no_grad()
-def eval_maxsim(encode_tokens, folder, k: int = 100, doc_batch: int = 256) -> float:
-    """``encode_tokens(texts, kind)`` -> list of (n_tokens, d) float tensors (already masked);
-    full maxsim over the whole corpus."""
-    ds = load_dataset(folder)
-    qids, qtexts, qrels = load_test(folder)
-    qs = encode_tokens(qtexts, "query")
+def maxsim_scores(qs: list[torch.Tensor], docs: list[torch.Tensor], doc_batch: int = 256) -> np.ndarray:
+    """Token matrices (n_tokens, d) per text, padding removed -> full maxsim (n_queries, n_docs)."""
     Q = torch.nn.utils.rnn.pad_sequence(qs, batch_first=True)  # (nq, Lq, d) zero-padded
     qmask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(x)) for x in qs], batch_first=True)
-    scores = torch.zeros(len(qids), len(ds.docs))
-    for s in range(0, len(ds.docs), doc_batch):
-        ds_tok = encode_tokens(ds.docs[s:s + doc_batch], "doc")
+    scores = torch.zeros(len(qs), len(docs))
+    for s in range(0, len(docs), doc_batch):
+        ds_tok = docs[s:s + doc_batch]
         D = torch.nn.utils.rnn.pad_sequence(ds_tok, batch_first=True)  # (nd, Ld, d)
         dmask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(x)) for x in ds_tok], batch_first=True)
-        for qs_ in range(0, len(qids), 32):
-            sim = torch.einsum("qid,njd->qnij", Q[qs_:qs_ + 32], D)  # (32, nd, Lq, Ld)
+        for qs_ in range(0, len(qs), 16):
+            sim = torch.einsum("qid,njd->qnij", Q[qs_:qs_ + 16], D)  # (16, nd, Lq, Ld)
             sim = sim.masked_fill(dmask[None, :, None, :] == 0, -1e4).amax(-1)
-            scores[qs_:qs_ + 32, s:s + len(ds_tok)] = (sim * qmask[qs_:qs_ + 32, None, :]).sum(-1)
-    return ndcg10(run_from_scores(scores.numpy(), qids, ds.doc_ids, k), qrels)
+            scores[qs_:qs_ + 16, s:s + len(ds_tok)] = (sim * qmask[qs_:qs_ + 16, None, :]).sum(-1)
+    return scores.numpy()
+
+
+def rerank(first: np.ndarray, second: np.ndarray, k: int = 100) -> np.ndarray:
+    """Keep ``first``'s top-k per query, ordered by ``second``; everything else scores -inf."""
+    out = np.full_like(second, -np.inf)
+    top = np.argpartition(-first, k - 1, axis=1)[:, :k]
+    rows = np.arange(first.shape[0])[:, None]
+    out[rows, top] = second[rows, top]
+    return out
+
+
+def run_from_finite(scores: np.ndarray, qids, doc_ids, k: int = 100):
+    run = {}
+    for i, q in enumerate(qids):
+        row = scores[i]
+        top = np.argsort(-row)[:k]
+        run[q] = {doc_ids[j]: float(row[j]) for j in top if np.isfinite(row[j]) and doc_ids[j] != q}
+    return run
+
+
+@torch.no_grad()
+def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None) -> dict:
+    """Full maxsim ndcg@10 (``encode_tokens(texts, kind)`` -> list of (n_tokens, d) tensors); with
+    ``dense_encode`` also dense top-100 -> maxsim rerank; with ``fde_encode(token_list, kind) ->
+    (n, dim)`` also MUVERA-FDE single-vector retrieval."""
+    ds = load_dataset(folder)
+    qids, qtexts, qrels = load_test(folder)
+    q_tok, d_tok = encode_tokens(qtexts, "query"), encode_tokens(ds.docs, "doc")
+    ms = maxsim_scores(q_tok, d_tok)
+    res = {"maxsim": ndcg10(run_from_finite(ms, qids, ds.doc_ids), qrels)}
+    if dense_encode is not None:
+        q, d = dense_encode(qtexts, "query"), dense_encode(ds.docs, "doc")
+        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-9)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
+        dense = q @ d.T
+        res["dense"] = ndcg10(run_from_finite(dense, qids, ds.doc_ids), qrels)
+        res["dense+rerank100"] = ndcg10(run_from_finite(rerank(dense, ms, 100), qids, ds.doc_ids), qrels)
+    if fde_encode is not None:
+        fq, fd = fde_encode(q_tok, "query"), fde_encode(d_tok, "doc")
+        res["muvera_fde"] = ndcg10(run_from_finite(fq @ fd.T, qids, ds.doc_ids), qrels)
+    return res
 
 
 @torch.no_grad()

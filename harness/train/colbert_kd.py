@@ -1,0 +1,185 @@
+"""``colbert-pico``: ColBERT (BertHash pico base initialised from the trained dense ``pico`` + a
+bias-free 80 -> 80 Dense) trained by knowledge distillation on UN-normalised teacher scores:
+KL(softmax(teacher_scale * teacher cosine) || softmax(student_scale * raw maxsim)) over each
+query's candidate list scored against all candidates of the batch (in-batch). No min-max
+normalisation of either score set (NeuML's cards: keeps the model usable under MUVERA).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.errors import HarnessError
+from harness.train.common import Checkpointer, kl_teacher_student, plot_losses, sample_candidates, seed_everything
+from harness.train.distill import StageRunner, _swap_in, load_pools
+from harness.train.teacher import Teacher
+
+
+def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:
+    """q (B, Lq, D), d (U, Ld, D) -> (B, U): sum over query tokens of max over document tokens."""
+    sim = torch.einsum("bid,ujd->buij", q, d)
+    sim = sim.masked_fill(~dmask.bool()[None, :, None, :], -1e4).amax(-1)
+    return (sim * qmask.to(sim.dtype)[:, None, :]).sum(-1)
+
+
+def load_dense_base(path: str | Path):
+    from harness.models.berthash import load_berthash
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise HarnessError(f"{path}: no trained dense pico here; train it first "
+                           "(python -m harness train --config harness/train/configs/pico.toml)")
+    return load_berthash(path)
+
+
+def new_colbert(cfg: dict):
+    """ColBERT on the trained dense pico's folder (its weights), + bias-free hidden -> token_dim Dense."""
+    from harness.models.colbert import ColBERT
+
+    init = Path(cfg["model"]["init_from"])
+    load_dense_base(init)  # clear error when the dense model is missing or broken
+    model = ColBERT.new(init, int(cfg["model"]["token_dim"]), seed=int(cfg["run"]["seed"]))
+    if cfg["model"].get("identity_init", True):
+        w = model.dense.linear.weight
+        if w.shape[0] != w.shape[1]:
+            raise HarnessError("model.identity_init needs token_dim == hidden size")
+        with torch.no_grad():
+            w.copy_(torch.eye(w.shape[0]))
+    return model
+
+
+def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out_dir=None) -> dict:
+    torch.set_num_threads(int(cfg["run"].get("threads", 2)))
+    seed = int(cfg["run"]["seed"])
+    seed_everything(seed)
+    ckpt = Checkpointer(Path(cfg["run"]["run_dir"]), resume)
+    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
+    t0 = time.time()
+    pools_, recipe = load_pools(cfg, teacher) if pools is None else (pools, {})
+    pools = pools_
+    prep_time = time.time() - t0
+    model = new_colbert(cfg)
+    if ckpt.resumed:
+        model.encoder.load_state_dict(ckpt.state["model"])
+    runner = StageRunner(ckpt, model.encoder, cfg, seed, ckpt.state.get("wall", 0.0))
+
+    kc = cfg["kd"]
+    weights = np.array([len(p.queries) for p in pools], dtype=float)
+    weights /= weights.sum()
+    real_idx = [np.array([i for i, k in enumerate(p.kinds) if k == "query"], dtype=np.int64) for p in pools]
+    set_doc_len(model, kc.get("doc_max_len"))
+
+    def kd_step(step, rng):
+        p_i = int(rng.choice(len(pools), p=weights))
+        pool = pools[p_i]
+        n_real = int(round(kc["batch_queries"] * kc["real_query_frac"])) if len(real_idx[p_i]) else 0
+        qidx = np.concatenate([rng.choice(real_idx[p_i], size=n_real),
+                               rng.integers(len(pool.queries), size=kc["batch_queries"] - n_real)])
+        cands = sample_candidates(pool, qidx, kc["candidates"], rng, kc["hard_from"], kc["random"])
+        docs = sorted({d for c in cands for d in c})
+        q, qm = model.forward_queries([pool.queries[i] for i in qidx])
+        d, dm = model.forward_documents([pool.docs[i] for i in docs])
+        s_scores = maxsim(q, qm, d, dm) * kc["student_scale"]
+        t_scores = torch.from_numpy(pool.t_queries[qidx] @ pool.t_docs[docs].T) * kc["teacher_scale"]
+        return kl_teacher_student(s_scores, t_scores)
+
+    model.encoder.train()
+    runner.run("kd", kc["steps"], kc["lr"], [p for p in model.parameters() if p.requires_grad], kd_step)
+    set_doc_len(model, None)
+    evals = {}
+    if cfg["eval"]["after_kd"]:
+        evals["after_kd"] = quick_eval_colbert(model, cfg)
+    info = {
+        "kind": "colbert",
+        "seed": seed,
+        "recipe": recipe,
+        "teacher_sha256": teacher.sha256,
+        "teacher_max_len": teacher.max_len,
+        "init_from": cfg["model"]["init_from"],
+        "steps": {"kd": kc["steps"]},
+        "stage_wall": ckpt.state.get("stage_wall", {}),
+        "teacher_prep_seconds_this_run": prep_time,
+        "wall_seconds": runner.wall(),
+        "evals": evals,
+        "history": ckpt.state["history"],
+        "threads": torch.get_num_threads(),
+    }
+    save_colbert(model, Path(out_dir or cfg["run"]["out"]), info, cfg)
+    return info
+
+
+def set_doc_len(model, n: int | None) -> None:
+    """Train on shorter documents than the shipped 300 tokens (the teacher saw 128); ``None``
+    restores the shipped length."""
+    t = model.transformer
+    if not hasattr(model, "_kd_saved_len"):
+        model._kd_saved_len = (t.document_length, t.max_seq_length)
+    if n is None:
+        t.document_length, t.max_seq_length = model._kd_saved_len
+    else:
+        t.document_length, t.max_seq_length = int(n), int(n) - 1
+
+
+@torch.no_grad()
+def quick_eval_colbert(model, cfg: dict) -> dict:
+    from harness.train.quick_eval import eval_colbert
+
+    model.encoder.eval()
+
+    def enc_tokens(texts, kind):
+        fn = model.encode_queries if kind == "query" else model.encode_documents
+        return [torch.from_numpy(a) for a in fn(texts, batch_size=64)]
+
+    dense_encode = None
+    if cfg["eval"].get("dense_from"):
+        from harness.models.berthash import embed, tokenizer_dir
+
+        dense = load_dense_base(cfg["eval"]["dense_from"])
+
+        def dense_encode(texts, kind):
+            return embed(dense, tokenizer_dir(), texts, max_length=256)
+
+    try:
+        fde_encode = _fde_encoder()
+    except ImportError:
+        fde_encode = None
+    res = {}
+    for name in cfg["eval"]["datasets"]:
+        res[name] = eval_colbert(enc_tokens, Path(cfg["data"]["root"]) / name, dense_encode, fde_encode)
+        tqdm.write(f"[eval] {name} (test, measurement only): {res[name]}")
+    return res
+
+
+def _fde_encoder():
+    from harness.models.muvera import FDE, FDEConfig
+
+    fdes = {}
+
+    def enc(tokens: list[torch.Tensor], kind: str) -> np.ndarray:
+        dim = tokens[0].shape[1]
+        fde = fdes.setdefault(dim, FDE(FDEConfig(), dim))
+        arrs = [t.numpy().astype(np.float32) for t in tokens]
+        return fde.encode_queries(arrs) if kind == "query" else fde.encode_documents(arrs)
+
+    return enc
+
+
+def save_colbert(model, out: Path, info: dict, cfg: dict) -> None:
+    from harness.train.card import write_card
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(str(tmp))
+    for f in ("README.md",):
+        (tmp / f).unlink(missing_ok=True)
+    plot_losses(info["history"], tmp / "loss_curve.png", f"{out.name}: training loss")
+    write_card(tmp, info, cfg)
+    _swap_in(tmp, out)
