@@ -24,7 +24,7 @@ from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC, evaluate
 from harness.provenance import environment, now_utc, peak_rss_mb
-from harness.retrieval import exact
+from harness.retrieval import exact, maxsim
 from harness.results import SCHEMA_VERSION
 
 
@@ -121,7 +121,7 @@ class BM25Stage(Stage):
 
 
 class VectorStage(Stage):
-    """Single vectors per text (a dense encoder, or a MUVERA FDE), searched exactly or with txtai."""
+    """One dense vector per text, searched exactly (built-in or txtai)."""
 
     def __init__(self, encoder, cache: VectorCache, options: RunOptions):
         self.encoder = encoder
@@ -148,11 +148,16 @@ class VectorStage(Stage):
         with timings.step("encode_queries_seconds"):
             queries = self.encoder.encode_queries(dataset.queries)
         with timings.step("search_seconds"):
-            if self.options.index == "txtai":
-                from harness.retrieval.txtai_index import search as txtai_search
+            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
 
-                return txtai_search(queries, docs, k, exact.tie_ranks(dataset.doc_ids))
-            return exact.search(queries, docs, k, exact.tie_ranks(dataset.doc_ids))
+
+def search_vectors(index: str, queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray):
+    """Exact top-k by inner product, with the built-in search or through a txtai index."""
+    if index == "txtai":
+        from harness.retrieval.txtai_index import search as txtai_search
+
+        return txtai_search(queries, docs, k, ranks)
+    return exact.search(queries, docs, k, ranks)
 
 
 class DenseEncoderAdapter:
@@ -193,28 +198,35 @@ class ColBERTTokens:
         from harness.models.colbert import ColBERT
 
         self.name = name
-        self.model = ColBERT.load(path)
+        self.model = ColBERT.load(path, allow_pickle=options.allow_pickle)
         self.cache = cache
         self.batch_size = options.batch_size
+        self._documents: tuple[Dataset, list[np.ndarray]] | None = None  # the last dataset's, in memory
 
     def provenance(self) -> dict:
         return {"model": self.name, **self.model.provenance()}
 
-    def documents(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
+    def key(self, dataset: Dataset) -> dict:
+        """Everything that changes the document token matrices (cache key)."""
         p = self.model.provenance()
-        key = {
-            "tokens": {k: p.get(k) for k in sorted(p) if k != "parameters"},
+        return {
+            "tokens": {k: p.get(k) for k in sorted(p) if k not in ("parameters", "path")},
             "dataset": dataset.checksum,
             "text": {"format": "title+sep+text", "separator": TITLE_SEPARATOR},
             "dtype": "float32",
             "side": "documents",
         }
+
+    def documents(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
+        if self._documents is not None and self._documents[0] is dataset:
+            return self._documents[1]
         with timings.step("encode_documents_seconds"):
             tokens, info = encode_in_blocks(
                 dataset.doc_texts(),
                 lambda texts: self.model.encode_documents(texts, batch_size=self.batch_size),
-                self.cache, key, desc=f"{self.name} document tokens",
+                self.cache, self.key(dataset), desc=f"{self.name} document tokens",
             )
+        self._documents = (dataset, tokens)
         timings["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
         return tokens
 
@@ -230,60 +242,57 @@ class MaxSimStage(Stage):
 
     def __init__(self, tokens: ColBERTTokens, options: RunOptions):
         self.tokens = tokens
-        self.memory = options.max_memory_bytes or 1 * 2**30
+        self.memory = options.max_memory_bytes or maxsim.DEFAULT_MEMORY_BUDGET
 
     def provenance(self) -> dict:
         p = self.tokens.provenance()
         return {**p, "similarity": "maxsim", "bytes_per_doc": "token_dim x 4 x tokens (see mean_bytes_per_doc)"}
 
     def retrieve(self, dataset, k, timings):
-        from harness.retrieval import maxsim
-
         docs = self.tokens.documents(dataset, timings)
         queries = self.tokens.queries(dataset, timings)
         timings["mean_bytes_per_doc"] = round(float(np.mean([d.nbytes for d in docs])), 1)
         with timings.step("search_seconds"):
-            scores, indices = maxsim.search(queries, docs, k, memory_budget_bytes=self.memory)
-        return _retie(scores, indices, exact.tie_ranks(dataset.doc_ids))
+            return maxsim.search(
+                queries, docs, k, memory_budget_bytes=self.memory, tie_ranks=exact.tie_ranks(dataset.doc_ids)
+            )
 
 
-class FDEEncoder:
-    """ColBERT token vectors -> MUVERA fixed-dimensional encodings (one vector per text)."""
+class FDEStage(Stage):
+    """MUVERA: ColBERT token vectors (from the shared token cache) -> one FDE per text -> exact search."""
 
     kind = "muvera"
 
-    def __init__(self, tokens: ColBERTTokens, fde_options: dict):
+    def __init__(self, tokens: ColBERTTokens, fde_options: dict, cache: VectorCache, options: RunOptions):
         from harness.models.muvera import FDE, FDEConfig
 
         self.tokens = tokens
-        self.name = f"muvera({tokens.name})"
+        self.cache = cache
+        self.options = options
         self.config = FDEConfig(**fde_options)
         self.fde = FDE(self.config, token_dim=tokens.model.token_dim)
-        # txtai indexes normalised vectors (cosine); the paper scores FDEs by inner product.
+        # txtai indexes L2-normalised vectors (cosine); the paper scores FDEs by inner product.
         self.similarity = "cosine" if self.config.mode == "txtai" else "dot"
-        self._dataset: Dataset | None = None
-        self._timings: Timings | None = None
-
-    def bind(self, dataset: Dataset, timings: Timings) -> None:
-        self._dataset, self._timings = dataset, timings
-
-    def cache_identity(self) -> dict:
-        return {"fde": self.config.to_dict(), "colbert": self.tokens.model.provenance().get("weights_sha256")}
 
     def provenance(self) -> dict:
         p = self.tokens.provenance()
-        dims = self.fde.dims
-        return {**p, "fde": self.config.to_dict(), "dims": dims, "bytes_per_doc": dims * 4, "token_dims": p.get("token_dim")}
+        return {**p, "fde": self.config.to_dict(), "dims": self.fde.dims, "bytes_per_doc": self.fde.dims * 4,
+                "similarity": self.similarity}
 
-    def encode_documents(self, texts):
-        tokens = self.tokens.model.encode_documents(texts, batch_size=self.tokens.batch_size)
-        return self._finish(self.fde.encode_documents(tokens))
-
-    def encode_queries(self, texts):
-        return self._finish(self.fde.encode_queries(self.tokens.model.encode_queries(texts, batch_size=self.tokens.batch_size)))
-
-    def _finish(self, vectors):
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
         return _l2(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
+
+    def retrieve(self, dataset, k, timings):
+        tokens = self.tokens.documents(dataset, timings)
+        key = {"fde": self.config.to_dict(), "tokens": self.tokens.key(dataset), "similarity": self.similarity}
+        with timings.step("fde_documents_seconds"):
+            docs, hit = self.cache.get_or_compute(key, lambda: self._finish(self.fde.encode_documents(tokens)))
+        timings["fde_documents_cached"] = hit
+        query_tokens = self.tokens.queries(dataset, timings)
+        with timings.step("fde_queries_seconds"):
+            queries = self._finish(self.fde.encode_queries(query_tokens))
+        with timings.step("search_seconds"):
+            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
 
 
 class MaxSimReranker:
@@ -297,8 +306,6 @@ class MaxSimReranker:
         return {**self.tokens.provenance(), "depth": self.depth}
 
     def rerank(self, dataset, scores, indices, timings):
-        from harness.retrieval import maxsim
-
         docs = self.tokens.documents(dataset, timings)
         queries = self.tokens.queries(dataset, timings)
         depth = min(self.depth, indices.shape[1])
@@ -322,12 +329,6 @@ class MaxSimReranker:
                 np.concatenate([head_scores, tail_scores.astype(np.float32)], axis=1),
                 np.concatenate([head, indices[:, depth:]], axis=1),
             )
-
-
-def _retie(scores, indices, ranks):
-    """Re-sort each row by (score desc, trec_eval tie rank) so every stage ranks ties alike."""
-    order = np.lexsort((ranks[indices], -scores), axis=-1)
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +374,7 @@ class Condition:
             )
             return VectorStage(DenseEncoderAdapter(encoder), self.cache, self.options)
         if spec.kind == "muvera":
-            return VectorStage(FDEEncoder(self._tokens(spec.name, path), self.options.fde), self.cache, self.options)
+            return FDEStage(self._tokens(spec.name, path), self.options.fde, self.cache, self.options)
         if spec.kind == "colbert":
             return MaxSimStage(self._tokens(spec.name, path), self.options)
         raise HarnessError(f"unknown model kind '{spec.kind}'")
