@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.train import add_train_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,12 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_parser(sub)
     _add_plot_parser(sub)
     _add_cache_parser(sub)
-    try:
-        from harness.train import add_train_parser
-    except ImportError:
-        pass
-    else:
-        add_train_parser(sub)
+    add_train_parser(sub)
     return parser
 
 
