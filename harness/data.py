@@ -39,6 +39,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from harness.errors import HarnessError
 
 #: BEIR joins title and text with one space and strips the result (beir.retrieval.models.util).
@@ -171,7 +173,9 @@ def _lines(path: Path, content: bytes):
     """Yield (line number, decoded line) for the non-blank lines of a UTF-8 file (a leading BOM dropped)."""
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
-    for number, raw in enumerate(content.split(b"\n"), start=1):
+    lines = content.split(b"\n")
+    bar = tqdm(lines, desc=f"load {path.name}", unit="line", leave=False, disable=len(lines) < 10_000)
+    for number, raw in enumerate(bar, start=1):
         if not raw.strip():
             continue
         try:

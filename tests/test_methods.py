@@ -127,3 +127,11 @@ def test_changed_settings_never_serve_stale_vectors(cli):
     assert two["timing"]["documents_cached_blocks"] == "1/1"  # ...and reuses the token matrices it shares
     assert cli("--model", "muvera-pico", "--fde-seed", "1", "--name", "seed1")["timing"]["fde_documents_cached"]
     assert one["method"]["first_stage"]["fde"]["seed"] == 1 and two["method"]["first_stage"]["fde"]["seed"] == 2
+
+
+def test_max_memory_budget_is_checked_before_the_run(small_beir, tmp_path, capsys, models_dir, monkeypatch):
+    monkeypatch.setenv("HARNESS_MODELS_DIR", str(models_dir))
+    code, _, err = run_cli(["run", "--model", "colbert-pico", "--datasets", str(small_beir), "--max-memory", "0.00001",
+                            "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 2 and "over the --max-memory budget" in err
+    assert not (tmp_path / "cache").exists()  # refused before encoding anything

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 #: Upper bound for one (queries x documents) float32 score block, in bytes.
 SCORE_BLOCK_BYTES = 256 * 2**20
@@ -58,7 +59,8 @@ def search(queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray) -> 
     rows_per_block = max(1, SCORE_BLOCK_BYTES // (4 * max(1, len(docs))))
     out_scores, out_indices = [], []
     with torch.inference_mode():
-        for start in range(0, len(queries), rows_per_block):
+        blocks = range(0, len(queries), rows_per_block)
+        for start in tqdm(blocks, desc="exact search", unit="block", leave=False, disable=len(blocks) < 2):
             block = torch.from_numpy(np.ascontiguousarray(queries[start : start + rows_per_block], dtype=np.float32))
             scores = (block @ doc_tensor.T).numpy()
             block_scores, block_indices = top_k(scores, k, ranks)
