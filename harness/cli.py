@@ -98,7 +98,7 @@ def execute_run(args) -> list[dict]:
         precision=args.precision,
         name=args.name,
     )
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    names = _names(args.datasets)
     if not names:
         raise HarnessError("--datasets is empty")
     cache = VectorCache(args.cache_dir, enabled=not args.no_cache)
@@ -189,10 +189,35 @@ def _add_check_parser(sub) -> None:
 def cmd_check(args) -> int:
     from harness.regression import check
 
-    only = [n.strip() for n in args.only.split(",")] if args.only else None
-    datasets = [n.strip() for n in args.datasets.split(",")] if args.datasets else None
-    return check(args.conditions, only=only, datasets=datasets, include_slow=args.all,
+    return check(args.conditions, only=_names(args.only), datasets=_names(args.datasets), include_slow=args.all,
                  data_dir=args.data_dir, cache_dir=args.cache_dir)
+
+
+def _add_reproduce_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="rerun conditions from the conditions file and store their results",
+        description="Run each condition of the conditions file (all, or --only) on its expected datasets and"
+        " write the results: how every row of the README tables is produced.",
+    )
+    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
+    p.add_argument("--results-dir", type=Path, default=REPO / "results")
+    p.add_argument("--only", default=None, help="comma-separated condition names (default: all)")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets (default: each condition's expected)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from harness.regression import reproduce
+
+    return reproduce(args.conditions, args.results_dir, only=_names(args.only), datasets=_names(args.datasets),
+                     data_dir=args.data_dir, cache_dir=args.cache_dir)
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
 
 
 def _add_cache_parser(sub) -> None:
@@ -223,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_table_parser(sub)
     _add_check_parser(sub)
+    _add_reproduce_parser(sub)
     _add_plot_parser(sub)
     _add_cache_parser(sub)
     add_train_parser(sub)

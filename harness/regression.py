@@ -1,4 +1,5 @@
-"""``harness check``: rerun the conditions marked fast and compare ndcg@10 with the committed values.
+"""``harness check``: rerun the conditions marked fast and compare ndcg@10 with the committed values;
+``harness reproduce``: rerun conditions and store their results (how every table row is made).
 
 A condition fails when its ndcg@10 (rounded to 4 decimals) drops by more than its tolerance, or,
 for a deterministic condition, moves at all. Improvements are reported too: a deterministic score
@@ -19,6 +20,49 @@ from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC
 
 
+def _run_condition(spec, names: list[str], results_dir: Path | None, data_dir, cache_dir) -> list[dict]:
+    """``harness run <spec.args> --datasets <names>`` in-process; saved only when results_dir is given."""
+    from harness.cli import build_parser, execute_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["run", *shlex.split(spec.args), "--datasets", ",".join(names), "--name", spec.name,
+                "--results-dir", str(results_dir or tmp)]
+        if results_dir is None:
+            argv.append("--no-save")
+        if data_dir:
+            argv += ["--data-dir", str(data_dir)]
+        if cache_dir:
+            argv += ["--cache-dir", str(cache_dir)]
+        return execute_run(build_parser().parse_args(argv))
+
+
+def _select(conditions, conditions_path: Path, only: list[str] | None, include_slow: bool):
+    selected = [c for c in conditions.conditions if (c.name in only if only else (c.fast or include_slow))]
+    if only and len(selected) != len(set(only)):
+        unknown = set(only) - {c.name for c in selected}
+        raise HarnessError(f"{conditions_path}: no condition named {', '.join(sorted(unknown))}")
+    return selected
+
+
+def reproduce(
+    conditions_path: Path,
+    results_dir: Path,
+    only: list[str] | None = None,
+    datasets: list[str] | None = None,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> int:
+    """Run every selected condition (default: all) on its expected datasets, or ``datasets``."""
+    conditions = load_conditions(conditions_path)
+    for spec in _select(conditions, conditions_path, only, include_slow=True):
+        names = datasets or list(spec.expected)
+        if not names:
+            raise HarnessError(f"{conditions_path}: condition '{spec.name}' has no expected datasets; pass --datasets")
+        print(f"# {spec.command(names)}", flush=True)
+        _run_condition(spec, names, results_dir, data_dir, cache_dir)
+    return 0
+
+
 def check(
     conditions_path: Path,
     only: list[str] | None = None,
@@ -28,26 +72,14 @@ def check(
     cache_dir: Path | None = None,
 ) -> int:
     """Exit status: 0 when every checked score holds, 1 otherwise."""
-    from harness.cli import build_parser, execute_run
-
     conditions = load_conditions(conditions_path)
-    selected = [c for c in conditions.conditions if (c.name in only if only else (c.fast or include_slow))]
-    if only and len(selected) != len(set(only)):
-        unknown = set(only) - {c.name for c in selected}
-        raise HarnessError(f"{conditions_path}: no condition named {', '.join(sorted(unknown))}")
+    selected = _select(conditions, conditions_path, only, include_slow)
     rows, failed = [], 0
     for spec in selected:
         names = [d for d in spec.expected if datasets is None or d in datasets]
         if not names:
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            argv = ["run", *shlex.split(spec.args), "--datasets", ",".join(names), "--name", spec.name,
-                    "--results-dir", tmp, "--no-save"]
-            if data_dir:
-                argv += ["--data-dir", str(data_dir)]
-            if cache_dir:
-                argv += ["--cache-dir", str(cache_dir)]
-            results = execute_run(build_parser().parse_args(argv))
+        results = _run_condition(spec, names, None, data_dir, cache_dir)
         for name, result in zip(names, results):
             expected = spec.expected[name]
             got = round(result["metrics"][PRIMARY_METRIC], 4)

@@ -49,6 +49,10 @@ def test_table_and_check(small_beir, tmp_path, capsys):
 
     code, out, _ = run_cli(["check", "--conditions", str(conditions), "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 0 and "ok" in out
+    code, _, _ = run_cli(["reproduce", "--conditions", str(conditions), "--results-dir", str(tmp_path / "again"),
+                          "--cache-dir", str(tmp_path / "cache")], capsys)
+    again = json.loads((tmp_path / "again" / "bm25" / "tiny.json").read_text())
+    assert code == 0 and again["metrics"]["ndcg@10"] == score
     conditions.write_text(body.replace(f"= {round(score, 4)}", f"= {round(score, 4) + 0.01:.4f}"))
     code, out, err = run_cli(["check", "--conditions", str(conditions), "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 1 and "FAIL: dropped" in out and "1 failed" in err
@@ -57,7 +61,7 @@ def test_table_and_check(small_beir, tmp_path, capsys):
 def test_help_on_every_command(capsys):
     import pytest
 
-    for command in ("run", "table", "check", "cache"):
+    for command in ("run", "table", "check", "reproduce", "plot", "cache", "train"):
         with pytest.raises(SystemExit) as stop:
             run_cli([command, "--help"], capsys)
         assert stop.value.code == 0
