@@ -75,8 +75,12 @@ def condition_name(model: str, options: RunOptions) -> str:
     return name
 
 
-class Timings(dict):
-    """Wall seconds per named step."""
+class RunLog:
+    """What a run measured: wall seconds per step, and which cache entries it reused."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.cache: dict[str, object] = {}
 
     @contextmanager
     def step(self, name: str):
@@ -84,7 +88,7 @@ class Timings(dict):
         try:
             yield
         finally:
-            self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +103,7 @@ class Stage:
     def provenance(self) -> dict:
         raise NotImplementedError
 
-    def retrieve(self, dataset: Dataset, k: int, timings: Timings) -> tuple[np.ndarray, np.ndarray]:
+    def retrieve(self, dataset: Dataset, k: int, log: RunLog) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
 
@@ -111,12 +115,12 @@ class BM25Stage(Stage):
 
         return {"model": "bm25", "parameters": 0, "dims": None, "bytes_per_doc": None, "settings": SETTINGS}
 
-    def retrieve(self, dataset, k, timings):
+    def retrieve(self, dataset, k, log):
         from harness.retrieval.bm25 import BM25
 
-        with timings.step("index_seconds"):
+        with log.step("index_seconds"):
             index = BM25(dataset.doc_texts())
-        with timings.step("search_seconds"):
+        with log.step("search_seconds"):
             return index.search(dataset.queries, k, exact.tie_ranks(dataset.doc_ids))
 
 
@@ -132,22 +136,22 @@ class VectorStage(Stage):
     def provenance(self) -> dict:
         return {**self.encoder.provenance(), "similarity": self.encoder.similarity}
 
-    def retrieve(self, dataset, k, timings):
+    def retrieve(self, dataset, k, log):
         key = {
             "vectors": self.encoder.cache_identity(),
             "dataset": dataset.checksum,
             "text": {"format": "title+sep+text", "separator": TITLE_SEPARATOR},
             "dtype": "float32",
         }
-        with timings.step("encode_documents_seconds"):
+        with log.step("encode_documents_seconds"):
             docs, info = encode_in_blocks(
                 dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
                 desc=f"{self.encoder.name} documents",
             )
-        timings["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
-        with timings.step("encode_queries_seconds"):
+        log.cache["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
+        with log.step("encode_queries_seconds"):
             queries = self.encoder.encode_queries(dataset.queries)
-        with timings.step("search_seconds"):
+        with log.step("search_seconds"):
             return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
 
 
@@ -202,6 +206,7 @@ class ColBERTTokens:
         self.cache = cache
         self.batch_size = options.batch_size
         self._documents: tuple[Dataset, list[np.ndarray]] | None = None  # the last dataset's, in memory
+        self._queries: tuple[Dataset, list[np.ndarray]] | None = None
 
     def provenance(self) -> dict:
         return {"model": self.name, **self.model.provenance()}
@@ -217,22 +222,31 @@ class ColBERTTokens:
             "side": "documents",
         }
 
-    def documents(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
+    def documents(self, dataset: Dataset, log: RunLog) -> list[np.ndarray]:
         if self._documents is not None and self._documents[0] is dataset:
             return self._documents[1]
-        with timings.step("encode_documents_seconds"):
+        with log.step("encode_documents_seconds"):
             tokens, info = encode_in_blocks(
                 dataset.doc_texts(),
                 lambda texts: self.model.encode_documents(texts, batch_size=self.batch_size),
                 self.cache, self.key(dataset), desc=f"{self.name} document tokens",
             )
         self._documents = (dataset, tokens)
-        timings["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
+        log.cache["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
         return tokens
 
-    def queries(self, dataset: Dataset, timings: Timings) -> list[np.ndarray]:
-        with timings.step("encode_queries_seconds"):
-            return self.model.encode_queries(dataset.queries, batch_size=self.batch_size)
+    def queries(self, dataset: Dataset, log: RunLog) -> list[np.ndarray]:
+        if self._queries is None or self._queries[0] is not dataset:
+            with log.step("encode_queries_seconds"):
+                self._queries = (dataset, self.model.encode_queries(dataset.queries, batch_size=self.batch_size))
+        return self._queries[1]
+
+    def storage(self, dataset: Dataset) -> dict:
+        """Mean stored size of a document's token matrix (float32), from the encoded corpus."""
+        docs = self.documents(dataset, RunLog())
+        tokens = float(np.mean([len(d) for d in docs])) if docs else 0.0
+        return {"token_dim": self.model.token_dim, "mean_tokens_per_doc": round(tokens, 1),
+                "token_bytes_per_doc": round(tokens * self.model.token_dim * 4, 1)}
 
 
 class MaxSimStage(Stage):
@@ -246,13 +260,12 @@ class MaxSimStage(Stage):
 
     def provenance(self) -> dict:
         p = self.tokens.provenance()
-        return {**p, "similarity": "maxsim", "bytes_per_doc": "token_dim x 4 x tokens (see mean_bytes_per_doc)"}
+        return {**p, "similarity": "maxsim"}
 
-    def retrieve(self, dataset, k, timings):
-        docs = self.tokens.documents(dataset, timings)
-        queries = self.tokens.queries(dataset, timings)
-        timings["mean_bytes_per_doc"] = round(float(np.mean([d.nbytes for d in docs])), 1)
-        with timings.step("search_seconds"):
+    def retrieve(self, dataset, k, log):
+        docs = self.tokens.documents(dataset, log)
+        queries = self.tokens.queries(dataset, log)
+        with log.step("search_seconds"):
             return maxsim.search(
                 queries, docs, k, memory_budget_bytes=self.memory, tie_ranks=exact.tie_ranks(dataset.doc_ids)
             )
@@ -282,16 +295,16 @@ class FDEStage(Stage):
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
         return _l2(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
 
-    def retrieve(self, dataset, k, timings):
-        tokens = self.tokens.documents(dataset, timings)
+    def retrieve(self, dataset, k, log):
+        tokens = self.tokens.documents(dataset, log)
         key = {"fde": self.config.to_dict(), "tokens": self.tokens.key(dataset), "similarity": self.similarity}
-        with timings.step("fde_documents_seconds"):
+        with log.step("fde_documents_seconds"):
             docs, hit = self.cache.get_or_compute(key, lambda: self._finish(self.fde.encode_documents(tokens)))
-        timings["fde_documents_cached"] = hit
-        query_tokens = self.tokens.queries(dataset, timings)
-        with timings.step("fde_queries_seconds"):
+        log.cache["fde_documents_cached"] = hit
+        query_tokens = self.tokens.queries(dataset, log)
+        with log.step("fde_queries_seconds"):
             queries = self._finish(self.fde.encode_queries(query_tokens))
-        with timings.step("search_seconds"):
+        with log.step("search_seconds"):
             return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
 
 
@@ -305,12 +318,12 @@ class MaxSimReranker:
     def provenance(self) -> dict:
         return {**self.tokens.provenance(), "depth": self.depth}
 
-    def rerank(self, dataset, scores, indices, timings):
-        docs = self.tokens.documents(dataset, timings)
-        queries = self.tokens.queries(dataset, timings)
+    def rerank(self, dataset, scores, indices, log):
+        docs = self.tokens.documents(dataset, log)
+        queries = self.tokens.queries(dataset, log)
         depth = min(self.depth, indices.shape[1])
         head = indices[:, :depth]
-        with timings.step("rerank_seconds"):
+        with log.step("rerank_seconds"):
             head_scores = maxsim.rerank(queries, docs, head).astype(np.float32)
             retrieved = np.isfinite(scores[:, :depth])
             head_scores[~retrieved] = -np.inf
@@ -379,6 +392,25 @@ class Condition:
             return MaxSimStage(self._tokens(spec.name, path), self.options)
         raise HarnessError(f"unknown model kind '{spec.kind}'")
 
+    def storage(self, dataset: Dataset) -> dict:
+        """What must be stored per document to serve this condition, in float32 bytes.
+
+        A dense or FDE first stage stores one vector; full maxsim and a maxsim reranker store the
+        token matrices (their mean size over the corpus). An FDE's token vectors are not kept.
+        """
+        storage: dict = {}
+        if isinstance(self.first_stage, (VectorStage, FDEStage)):
+            p = self.first_stage.provenance()
+            storage.update(dims=p["dims"], vector_bytes_per_doc=p["bytes_per_doc"])
+        token_stage = self.first_stage.tokens if isinstance(self.first_stage, MaxSimStage) else None
+        if self.reranker is not None:
+            token_stage = self.reranker.tokens
+        if token_stage is not None:
+            storage.update(token_stage.storage(dataset))
+        if storage:
+            storage["bytes_per_doc"] = storage.get("vector_bytes_per_doc", 0) + storage.get("token_bytes_per_doc", 0)
+        return storage
+
     def memory_estimate(self, dataset: Dataset) -> int:
         """Bytes the vectors of ``dataset`` will hold at once, estimated before any encoding.
 
@@ -407,19 +439,19 @@ class Condition:
                     f"{self.name} on {dataset.name} needs about {needed / 2**30:.2f} GiB of vectors, over the"
                     f" --max-memory budget of {budget / 2**30:.2f} GiB; raise the budget or use a smaller corpus"
                 )
-        timings = Timings()
+        log = RunLog()
         start = time.perf_counter()
         k = self.options.top_k
-        scores, indices = self.first_stage.retrieve(dataset, max(k, self.options.rerank_depth if self.reranker else 0), timings)
+        scores, indices = self.first_stage.retrieve(dataset, max(k, self.options.rerank_depth if self.reranker else 0), log)
         if self.reranker is not None:
-            scores, indices = self.reranker.rerank(dataset, scores, indices, timings)
+            scores, indices = self.reranker.rerank(dataset, scores, indices, log)
         scores, indices = scores[:, :k], indices[:, :k]
         empty = [i for i, text in enumerate(dataset.queries) if not text.strip()]
         scores[empty] = -np.inf  # an empty query retrieves nothing: it scores 0, counted
         run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
-        with timings.step("evaluate_seconds"):
+        with log.step("evaluate_seconds"):
             evaluation = evaluate(dataset.qrels, run)
-        timings["total_seconds"] = round(time.perf_counter() - start, 3)
+        log.seconds["total_seconds"] = round(time.perf_counter() - start, 3)
         result = {
             "schema": SCHEMA_VERSION,
             "condition": self.name,
@@ -445,7 +477,9 @@ class Condition:
                 "n_documents": len(dataset.doc_ids),
                 "text_format": {"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
             },
-            "timing": dict(timings),
+            "storage": self.storage(dataset),
+            "timing": log.seconds,
+            "cache": log.cache,
             "peak_rss_mb": peak_rss_mb(),
             "environment": environment(),
             "command": command,

@@ -17,18 +17,7 @@ from harness.report import DISPLAY
 
 
 def bytes_per_document(result: dict) -> float | None:
-    stage = result["method"]["first_stage"]
-    timing = result.get("timing", {})
-    first = stage.get("bytes_per_doc")
-    if not isinstance(first, (int, float)):
-        first = timing.get("mean_bytes_per_doc")
-    if not isinstance(first, (int, float)):
-        return None
-    if result["method"].get("reranker"):
-        tokens = timing.get("mean_bytes_per_doc")
-        if isinstance(tokens, (int, float)) and tokens != first:
-            first += tokens
-    return float(first)
+    return (result.get("storage") or {}).get("bytes_per_doc")
 
 
 def plot(results_dir: Path, conditions_path: Path, out: Path) -> Path:

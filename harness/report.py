@@ -34,14 +34,16 @@ def format_parameters(count: int | None) -> str:
 
 
 def storage(result: dict) -> tuple[str, str]:
-    """(dims, MB per 10K documents) of what the first stage stores per document."""
-    stage = result["method"]["first_stage"]
-    dims, per_doc = stage.get("dims"), stage.get("bytes_per_doc")
-    if not isinstance(per_doc, (int, float)):
-        per_doc = result.get("timing", {}).get("mean_bytes_per_doc")
-        dims = f"{stage.get('token_dim', '?')} x tokens" if per_doc else dims
-    mb = f"{per_doc * 10_000 / 1e6:.1f}" if isinstance(per_doc, (int, float)) else DASH
-    return (str(dims) if dims else DASH), mb
+    """(dims, MB per 10K documents) of what the condition stores per document (float32)."""
+    stored = result.get("storage") or {}
+    if not stored:
+        return DASH, DASH
+    parts = []
+    if stored.get("dims"):
+        parts.append(str(stored["dims"]))
+    if stored.get("token_dim"):
+        parts.append(f"{stored['token_dim']} x {stored['mean_tokens_per_doc']:.0f} tokens")
+    return " + ".join(parts), f"{stored['bytes_per_doc'] * 10_000 / 1e6:.1f}"
 
 
 def render_tables(results_dir: Path, conditions_path: Path) -> str:

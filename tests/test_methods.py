@@ -54,6 +54,7 @@ def test_pico_dense(cli, tmp_path):
     assert result["condition"] == "pico" and stage["dims"] == 80 and stage["bytes_per_doc"] == 320
     assert stage["parameters"] == 441_776  # BertHash pico without the pooler
     assert stage["pooling"] == "mean" and stage["similarity"] == "cosine"
+    assert result["storage"] == {"dims": 80, "vector_bytes_per_doc": 320, "bytes_per_doc": 320}
     assert len(_ranking(tmp_path, "pico")) == 30  # every document, the corpus is smaller than top-k
     # The txtai index gives the same numbers.
     assert cli("--model", "pico", "--index", "txtai")["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
@@ -65,6 +66,7 @@ def test_muvera_modes_record_their_settings(cli):
     assert txtai_mode["condition"] == "muvera-pico"
     assert stage["dims"] == 20 * 2**5 * 16 == 10_240 and stage["bytes_per_doc"] == 40_960
     assert stage["fde"]["mode"] == "txtai" and stage["similarity"] == "cosine" and stage["token_dim"] == 16
+    assert txtai_mode["storage"]["bytes_per_doc"] == 40_960  # the token vectors are not kept
     paper = cli("--model", "muvera-pico", "--fde-mode", "paper", "--fde-final-projection", "1024")
     assert paper["condition"] == "muvera-pico-paper"
     assert paper["method"]["first_stage"]["fde"]["fill_empty"] is True
@@ -91,6 +93,10 @@ def test_rerank_of_the_whole_corpus_equals_full_maxsim(cli, tmp_path):
     reranked = cli("--model", "pico", "--rerank", "colbert-pico", "--rerank-depth", "30")
     assert reranked["condition"] == "pico+rerank-colbert-pico@30"
     assert reranked["method"]["reranker"]["depth"] == 30
+    # Serving it stores the pico vector and the token matrices; full maxsim only the token matrices.
+    tokens = full["storage"]["token_bytes_per_doc"]
+    assert full["storage"]["token_dim"] == 16 and tokens == 16 * 4 * full["storage"]["mean_tokens_per_doc"]
+    assert full["storage"]["bytes_per_doc"] == tokens and reranked["storage"]["bytes_per_doc"] == 320 + tokens
     assert reranked["metrics"] == pytest.approx(full["metrics"], abs=1e-6)
     for q in ("q0", "q3"):
         assert _ranking(tmp_path, "pico+rerank-colbert-pico@30", q) == _ranking(tmp_path, "colbert-pico", q)
@@ -114,18 +120,18 @@ def test_named_models_fail_in_one_line_when_their_checkpoint_is_missing(small_be
 def test_warm_run_encodes_nothing(cli, tmp_path):
     cold = cli("--model", "muvera-pico")
     warm = cli("--model", "muvera-pico")
-    assert cold["timing"]["documents_cached_blocks"] == "0/1" and not cold["timing"]["fde_documents_cached"]
-    assert warm["timing"]["documents_cached_blocks"] == "1/1" and warm["timing"]["fde_documents_cached"]
+    assert cold["cache"]["documents_cached_blocks"] == "0/1" and not cold["cache"]["fde_documents_cached"]
+    assert warm["cache"]["documents_cached_blocks"] == "1/1" and warm["cache"]["fde_documents_cached"]
     assert warm["metrics"] == cold["metrics"]
 
 
 def test_changed_settings_never_serve_stale_vectors(cli):
     one = cli("--model", "muvera-pico", "--fde-seed", "1", "--name", "seed1")
     two = cli("--model", "muvera-pico", "--fde-seed", "2", "--name", "seed2")
-    assert not one["timing"]["fde_documents_cached"]
-    assert not two["timing"]["fde_documents_cached"]  # a changed FDE seed misses the FDE cache...
-    assert two["timing"]["documents_cached_blocks"] == "1/1"  # ...and reuses the token matrices it shares
-    assert cli("--model", "muvera-pico", "--fde-seed", "1", "--name", "seed1")["timing"]["fde_documents_cached"]
+    assert not one["cache"]["fde_documents_cached"]
+    assert not two["cache"]["fde_documents_cached"]  # a changed FDE seed misses the FDE cache...
+    assert two["cache"]["documents_cached_blocks"] == "1/1"  # ...and reuses the token matrices it shares
+    assert cli("--model", "muvera-pico", "--fde-seed", "1", "--name", "seed1")["cache"]["fde_documents_cached"]
     assert one["method"]["first_stage"]["fde"]["seed"] == 1 and two["method"]["first_stage"]["fde"]["seed"] == 2
 
 

@@ -42,6 +42,6 @@ def test_txtai_index_gives_the_same_ndcg_on_scifact(tmp_path):
     scifact = load_dataset("scifact")
     built_in = _run(str(folder), scifact, tmp_path)
     through_txtai = _run(str(folder), scifact, tmp_path, index="txtai")
-    assert through_txtai["timing"]["documents_cached_blocks"] == "6/6"  # same vectors, only the index differs
+    assert through_txtai["cache"]["documents_cached_blocks"] == "6/6"  # same vectors, only the index differs
     assert round(through_txtai["metrics"]["ndcg@10"], 4) == round(built_in["metrics"]["ndcg@10"], 4)
     assert through_txtai["metrics"]["recall@1000"] == pytest.approx(built_in["metrics"]["recall@1000"], abs=1e-4)
