@@ -70,6 +70,8 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         lines.append(f"PCA (384 -> 80) explains {100 * info['pca_explained_variance']:.1f}% of the teacher "
                      "embedding variance on the training texts.")
         lines.append("")
+    if cfg["card"].get("notes"):
+        lines += ["## Development notes", "", cfg["card"]["notes"].strip(), ""]
     lines += ["## Run", "",
               f"- seed: {info['seed']} (batches are a pure function of seed, stage and step)",
               "- steps: " + ", ".join(f"{k} {v}" for k, v in info["steps"].items()),
@@ -94,3 +96,13 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         lines.append("")
     lines += ["## Resolved config", "", "```toml", to_toml(cfg), "```", ""]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
+
+
+def rewrite_card(folder: str | Path, config: str | Path, overrides: list[str] | None = None) -> None:
+    """Re-render README.md of a trained folder from its training_info.json and a (possibly
+    edited) config, e.g. after changing only the card text. Weights are not touched."""
+    from harness.train.common import load_config
+
+    folder = Path(folder)
+    info = json.loads((folder / "training_info.json").read_text())
+    write_card(folder, info, load_config(config, overrides))
