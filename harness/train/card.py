@@ -94,7 +94,8 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         for stage, e in info["evals"].items():
             lines.append(f"| {stage} | " + " | ".join(f"{e[n]:.4f}" if n in e else "" for n in names) + " |")
         lines.append("")
-    lines += ["## Resolved config", "", "```toml", to_toml(cfg), "```", ""]
+    lines += ["## Resolved config (card text omitted)", "", "```toml",
+              to_toml({k: v for k, v in cfg.items() if k != "card"}), "```", ""]
     atomic_write_bytes(folder / "README.md", "\n".join(lines).encode())
 
 
