@@ -1,25 +1,33 @@
 """The harness side by side with BEIR's own reference pipeline, same model, same data.
 
-BEIR: ``DenseRetrievalExactSearch`` + ``models.SentenceBERT`` + ``EvaluateRetrieval`` (cosine).
-Harness: ``Condition.run`` cold (empty vector cache) and warm (the cache the cold run filled).
-Each side runs in its own subprocess so that its wall time and peak RSS are its own; both sides get
-the same documents (``title + " " + text``), the same test queries and qrels, and the same batch size.
+BEIR: ``DenseRetrievalExactSearch`` + ``models.SentenceBERT`` + ``EvaluateRetrieval`` (cosine),
+fp32, exactly as BEIR's README runs it. Harness: ``Condition.run`` cold (empty vector cache) and warm
+(the cache the cold run filled), for the fp32 condition, the int8 condition (``--precision int8``)
+or both (``--precision all``), each with its own cache. Each side runs in its own subprocess, so its wall time and peak RSS are its
+own; every side gets the same documents (``title + " " + text``), test queries and qrels, the same
+batch size, and the times include loading the model (not the data).
 
     python benchmarks/beir_reference.py --model minilm --dataset scifact
+    python benchmarks/beir_reference.py --model minilm --dataset scifact --precision int8
+    python benchmarks/beir_reference.py --precision all      # fp32 and int8 rows, one BEIR run
+    python benchmarks/beir_reference.py --max-docs 300      # a quick run on a subset
 
-prints both ndcg@10 values (they must agree to 4 decimals) and the time ratios.
+prints each side's ndcg@10 (fp32 must agree with BEIR to 4 decimals; int8 within 0.002), its time,
+its peak RSS, and the speed-ups over BEIR.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit, machine_line, run_side, subset_beir  # noqa: E402
 
 
 def side_harness(args) -> dict:
@@ -29,9 +37,14 @@ def side_harness(args) -> dict:
 
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)
     start = time.perf_counter()
-    condition = Condition(args.model, RunOptions(batch_size=args.batch_size), VectorCache(args.cache_dir))
+    options = RunOptions(batch_size=args.batch_size, precision=args.precision)
+    condition = Condition(args.model, options, VectorCache(args.cache_dir))
     result, _ = condition.run(dataset)
-    return {"ndcg@10": result["metrics"]["ndcg@10"], "seconds": time.perf_counter() - start}
+    return {
+        "ndcg@10": result["metrics"]["ndcg@10"],
+        "seconds": time.perf_counter() - start,
+        "timing": result["timing"],
+    }
 
 
 def side_beir(args) -> dict:
@@ -58,40 +71,65 @@ def side_beir(args) -> dict:
     return {"ndcg@10": ndcg["NDCG@10"], "seconds": time.perf_counter() - start}
 
 
-def run_side(side: str, args, cache_dir: str) -> dict:
-    command = [sys.executable, __file__, "--side", side, "--model", args.model, "--dataset", args.dataset,
-               "--batch-size", str(args.batch_size), "--cache-dir", cache_dir]
-    if args.data_dir:
-        command += ["--data-dir", args.data_dir]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", choices=("fp32", "int8", "all"), default="fp32",
+                        help="the harness condition(s) to run against BEIR's fp32 reference")
+    parser.add_argument("--max-docs", type=int, default=0, help="run on a subset of this many documents (quick check)")
     parser.add_argument("--side", choices=("harness", "beir"), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
-        out = side_harness(args) if args.side == "harness" else side_beir(args)
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(out))
+        emit(side_harness(args) if args.side == "harness" else side_beir(args))
         return
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cold = run_side("harness", args, cache_dir)
-        warm = run_side("harness", args, cache_dir)
-    beir = run_side("beir", args, "")
-    print(f"model={args.model} dataset={args.dataset} batch_size={args.batch_size} cpus={os.cpu_count()}")
-    for name, side in (("beir reference", beir), ("harness cold", cold), ("harness warm", warm)):
-        print(f"{name:<15} ndcg@10={side['ndcg@10']:.4f}  {side['seconds']:8.1f} s  peak RSS {side['peak_rss_mb']:.0f} MB")
-    agree = round(beir["ndcg@10"], 4) == round(cold["ndcg@10"], 4) == round(warm["ndcg@10"], 4)
-    print(f"ndcg@10 agree to 4 decimals: {agree}")
-    print(f"speed-up cold: {beir['seconds'] / cold['seconds']:.2f}x   warm: {beir['seconds'] / warm['seconds']:.1f}x")
+
+    print(machine_line(), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset, data_dir = args.dataset, args.data_dir
+        if args.max_docs:
+            from harness.data import resolve_dataset_path
+
+            source = resolve_dataset_path(args.dataset, Path(args.data_dir) if args.data_dir else None)
+            dataset = str(subset_beir(source, Path(scratch) / f"{Path(source).name}-{args.max_docs}", args.max_docs))
+            data_dir = None
+
+        def side(name: str, precision: str, cache_dir: str) -> dict:
+            argv = ["--side", name, "--model", args.model, "--dataset", dataset, "--batch-size", str(args.batch_size),
+                    "--precision", precision, "--cache-dir", cache_dir]
+            if data_dir:
+                argv += ["--data-dir", data_dir]
+            out = run_side(__file__, argv)
+            print(f"  done: {name} {precision} {out['seconds']:.1f} s", file=sys.stderr, flush=True)
+            return out
+
+        rows = []
+        precisions = ["fp32", "int8"] if args.precision == "all" else [args.precision]
+        for precision in precisions:
+            cache_dir = str(Path(scratch) / f"cache-{precision}")
+            rows.append((f"harness {precision} cold", precision, side("harness", precision, cache_dir)))
+            rows.append((f"harness {precision} warm", precision, side("harness", precision, cache_dir)))
+        beir = side("beir", "fp32", "")
+
+    print(f"model={args.model} dataset={args.dataset}{f' (first {args.max_docs} docs)' if args.max_docs else ''}"
+          f" batch_size={args.batch_size}")
+    print(f"{'side':<20} {'ndcg@10':>8} {'seconds':>9} {'peak RSS MB':>12} {'vs BEIR':>8}")
+    print(f"{'beir reference fp32':<20} {beir['ndcg@10']:8.4f} {beir['seconds']:9.1f} {beir['peak_rss_mb']:12.0f} {'1.00x':>8}")
+    for name, _, out in rows:
+        ratio = beir["seconds"] / out["seconds"]
+        print(f"{name:<20} {out['ndcg@10']:8.4f} {out['seconds']:9.1f} {out['peak_rss_mb']:12.0f} {ratio:7.2f}x")
+    for name, precision, out in rows:
+        delta = out["ndcg@10"] - beir["ndcg@10"]
+        if precision == "fp32":
+            verdict = "agree to 4 decimals" if round(out["ndcg@10"], 4) == round(beir["ndcg@10"], 4) else "DIFFER"
+        else:
+            verdict = "within 0.002" if abs(delta) <= 0.002 else "NOT within 0.002"
+        print(f"{name}: ndcg@10 - beir = {delta:+.5f} ({verdict})")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

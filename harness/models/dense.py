@@ -2,6 +2,18 @@
 
 ``encode_queries`` / ``encode_documents`` return float32 arrays of shape (n_texts, dim); whether they
 are L2-normalised is the model's own choice (its Normalize module), recorded in provenance.
+
+Precision: ``"fp32"`` (default) runs PyTorch eager with SDPA attention, the reference numerics;
+``"int8"`` quantises the transformer's Linear layers dynamically (int8 GEMMs, ~1.8x faster per CPU
+second on MiniLM, ndcg@10 within a few thousandths). Why these runtimes, with the measurements:
+:mod:`harness.models.runtime`. Texts are encoded in batches of similar *token* counts (the caller
+sorts documents by characters; a block is re-sorted by tokens here), under ``torch.inference_mode``
+with one intra-op thread per CPU this process may use.
+
+Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
+pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
+transformer's entry in ``modules`` (e.g. ``"Transformer[int8]"``), so its vectors never share a
+cache entry with fp32 ones, and adds ``precision`` / ``quantization`` keys.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import numpy as np
 from harness.errors import HarnessError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+PRECISIONS = ("fp32", "int8")
 
 
 def weights_sha256(folder: Path) -> str:
@@ -64,6 +77,8 @@ class DenseEncoder:
         self.name = name
         self.path = path
         self.batch_size = batch_size
+        if precision not in PRECISIONS:
+            raise HarnessError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
         local = Path(path)
         if local.is_dir():
             check_weight_files(local, allow_pickle)
@@ -88,8 +103,14 @@ class DenseEncoder:
             self.model.max_seq_length = max_length
         self.dim = int(self.model.get_embedding_dimension())
         self.precision = precision
-        if precision != "fp32":
-            raise HarnessError(f"precision '{precision}' is not available yet")
+        self._parameters = int(sum(p.numel() for p in self.model.parameters()))
+        self._quantized_layers = 0
+        if precision == "int8":
+            from harness.models.runtime import quantize_int8
+
+            self._quantized_layers = quantize_int8(self.model[0])
+            if not self._quantized_layers:
+                raise HarnessError(f"{path}: precision int8 found no Linear layer to quantise in {type(self.model[0]).__name__}")
         self._folder = local if local.is_dir() else None
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
@@ -98,29 +119,70 @@ class DenseEncoder:
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
 
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens per text after truncation (characters if the tokenizer cannot say)."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        try:
+            ids = tokenizer(
+                texts, truncation=True, max_length=int(self.model.max_seq_length),
+                return_attention_mask=False, return_token_type_ids=False,
+            )["input_ids"]
+            return [len(i) for i in ids]
+        except Exception:
+            return [len(t) for t in texts]
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        from harness.models.runtime import configure_threads
+
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        configure_threads()
+        lengths = self._token_lengths(texts)
+        order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
         with torch.inference_mode():
-            vectors = self.model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
-            )
-        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                vectors = self.model.encode(
+                    [texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False
+                )
+                out[batch] = np.asarray(vectors, dtype=np.float32).reshape(len(batch), self.dim)
+        return out
+
+    def _weights_sha256(self) -> str | None:
+        """Hashed once per encoder (provenance is asked for several times per run; MiniLM is 90 MB)."""
+        if self._folder is None:
+            return None
+        if not hasattr(self, "_sha256"):
+            self._sha256 = weights_sha256(self._folder)
+        return self._sha256
 
     def provenance(self) -> dict:
         modules = [type(m).__name__ for m in self.model]
-        return {
+        normalized = "Normalize" in modules
+        if self.precision != "fp32":  # part of the cache identity: int8 vectors never hit fp32 entries
+            modules[0] = f"{modules[0]}[{self.precision}]"
+        provenance = {
             "model": self.name,
             "path": str(self.path),
-            "weights_sha256": weights_sha256(self._folder) if self._folder else None,
-            "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "weights_sha256": self._weights_sha256(),
+            "parameters": self._parameters,
             "dims": self.dim,
             "bytes_per_doc": self.dim * 4,
             "max_length": int(self.model.max_seq_length),
             "pooling": _pooling_mode(self.model),
-            "normalized": "Normalize" in modules,
+            "normalized": normalized,
             "modules": modules,
+            "precision": self.precision,
         }
+        if self.precision == "int8":
+            from harness.models.runtime import INT8_SCHEME
+
+            provenance["quantization"] = {**INT8_SCHEME, "quantized_layers": self._quantized_layers}
+        return provenance
 
 
 def _pooling_mode(model) -> str | None:

@@ -1,0 +1,147 @@
+"""Helpers shared by the benchmark scripts: subprocess sides, peak RSS, machine facts, data subsets.
+
+Every benchmark runs each side in its own Python subprocess (``run_side``) so that each side's
+wall time and peak RSS (``ru_maxrss`` of that process) are its own. A side prints one JSON line
+last on stdout; the parent collects them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(result: dict) -> None:
+    """Print a side's result as the last stdout line (with its peak RSS and load average)."""
+    result = {**result, "peak_rss_mb": round(peak_rss_mb(), 1), "load_end": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result), flush=True)
+
+
+def run_side(script: str, args: list[str], env: dict | None = None) -> dict:
+    """Run ``python script args`` (a side) and return its JSON result; stderr is passed through on failure."""
+    command = [sys.executable, script, *args]
+    environment = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), **(env or {})}
+    environment.setdefault("TOKENIZERS_PARALLELISM", "false")
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"side failed ({done.returncode}): {' '.join(command)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_clock_ghz() -> float:
+    """The clock /proc/cpuinfo reports (``cpu MHz`` of the first CPU), GHz; 0 if unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (
+        f"machine: {cpu_model()}, {cpus()} CPUs, {cpu_clock_ghz():.3f} GHz (/proc/cpuinfo), "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, python {platform.python_version()}"
+    )
+
+
+def fp32_peak_gflops(cores: int | None = None, clock_ghz: float | None = None) -> tuple[float, str]:
+    """This CPU's fp32 FMA peak and the formula: cores x SIMD lanes x FMA units x 2 flops x GHz.
+
+    Lanes: 16 with AVX-512, 8 with AVX2 (256-bit / 32-bit floats). Two FMA units per core (Zen 2/3/4
+    and Intel since Haswell).
+    """
+    cores = cores or cpus()
+    clock = clock_ghz or cpu_clock_ghz()
+    lanes = 16 if "avx512f" in cpu_flags() else 8
+    peak = cores * lanes * 2 * 2 * clock
+    return peak, f"{cores} cores x {lanes} fp32 lanes x 2 FMA units x 2 flops x {clock:.3f} GHz = {peak:.1f} GFLOP/s"
+
+
+def subset_beir(source: Path, target: Path, max_docs: int, split: str = "test") -> Path:
+    """Write a small BEIR folder: the first ``max_docs`` documents plus every judged document of the
+    first queries whose judged documents fit, and those queries. For quick runs of a benchmark."""
+    def read_jsonl(stem: str) -> list[dict]:
+        for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+            path = source / name
+            if path.is_file():
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8") as handle:
+                    return [json.loads(line) for line in handle if line.strip()]
+        raise SystemExit(f"{source}: no {stem}.jsonl[.gz]")
+
+    corpus = read_jsonl("corpus")
+    queries = {q["_id"]: q for q in read_jsonl("queries")}
+    rows = (source / "qrels" / f"{split}.tsv").read_text().splitlines()
+    header, qrels = rows[0], [r.split("\t") for r in rows[1:] if r.strip()]
+    keep_docs = {d["_id"] for d in corpus[: max_docs // 2]}
+    by_query: dict[str, list[list[str]]] = {}
+    for row in qrels:
+        by_query.setdefault(row[0], []).append(row)
+    kept_rows = []
+    for qid, judged in by_query.items():
+        docs = {r[1] for r in judged}
+        if len(keep_docs | docs) > max_docs:
+            continue
+        keep_docs |= docs
+        kept_rows += judged
+    for d in corpus:  # fill up to max_docs with unjudged documents
+        if len(keep_docs) >= max_docs:
+            break
+        keep_docs.add(d["_id"])
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "qrels").mkdir(exist_ok=True)
+    with open(target / "corpus.jsonl", "w", encoding="utf-8") as handle:
+        for d in corpus:
+            if d["_id"] in keep_docs:
+                handle.write(json.dumps(d) + "\n")
+    kept_queries = list(dict.fromkeys(r[0] for r in kept_rows))
+    with open(target / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for qid in kept_queries:
+            handle.write(json.dumps(queries[qid]) + "\n")
+    (target / "qrels" / f"{split}.tsv").write_text("\n".join([header, *("\t".join(r) for r in kept_rows)]) + "\n")
+    return target
