@@ -31,6 +31,16 @@ def to_toml(cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def _metric_names(evals: dict) -> list[str]:
+    names: list[str] = []
+    for per_ds in evals.values():
+        for val in per_ds.values():
+            for m in (val if isinstance(val, dict) else {"dense": val}):
+                if m not in names:
+                    names.append(m)
+    return names
+
+
 def _fmt_secs(s: float) -> str:
     return f"{s / 60:.1f} min ({s:.0f} s)"
 
@@ -86,13 +96,15 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
     if info.get("evals"):
         lines += ["## Self-check (measurement only)", "",
                   "nDCG@10 on the full TEST split, measured by `harness.train.quick_eval` at the end of the "
-                  "named stage. Reported only; no checkpoint or hyper-parameter was selected on the test split "
+                  "named stage. Reported only; no checkpoint or hyper-parameter was selected on the test split"
                   + cfg["card"].get("selection_note", "") + ". Official numbers come from `python -m harness run`.", "",
-                  "| measured after | " + " | ".join(sorted({d for e in info["evals"].values() for d in e})) + " |",
-                  "| --- |" + " --- |" * len({d for e in info["evals"].values() for d in e})]
-        names = sorted({d for e in info["evals"].values() for d in e})
-        for stage, e in info["evals"].items():
-            lines.append(f"| {stage} | " + " | ".join(f"{e[n]:.4f}" if n in e else "" for n in names) + " |")
+                  "| measured after | dataset | " + " | ".join(_metric_names(info["evals"])) + " |",
+                  "| --- | --- |" + " --- |" * len(_metric_names(info["evals"]))]
+        for stage, per_ds in info["evals"].items():
+            for ds, val in sorted(per_ds.items()):
+                val = val if isinstance(val, dict) else {"dense": val}
+                lines.append(f"| {stage} | {ds} | " + " | ".join(
+                    f"{val[m]:.4f}" if m in val else "" for m in _metric_names(info["evals"])) + " |")
         lines.append("")
     lines += ["## Resolved config (card text omitted)", "", "```toml",
               to_toml({k: v for k, v in cfg.items() if k != "card"}), "```", ""]
