@@ -28,5 +28,5 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode())
+def atomic_write_json(path: Path, value, sort_keys: bool = False) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n").encode())

@@ -6,7 +6,7 @@ import json
 import tomllib  # noqa: F401  (configs are TOML; the card embeds the resolved one)
 from pathlib import Path
 
-from harness.train.common import atomic_write_bytes, atomic_write_json
+from harness.fileio import atomic_write_bytes, atomic_write_json
 
 
 def _toml_value(v) -> str:
@@ -47,8 +47,7 @@ def _fmt_secs(s: float) -> str:
 
 def write_card(folder: Path, info: dict, cfg: dict) -> None:
     folder = Path(folder)
-    atomic_write_json(folder / "training_info.json",
-                      {k: v for k, v in info.items() if k != "history"})
+    atomic_write_json(folder / "training_info.json", {k: v for k, v in info.items() if k != "history"}, sort_keys=True)
     kind = info["kind"]
     title = cfg["card"]["title"]
     r = info["recipe"]

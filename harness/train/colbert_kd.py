@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train.common import Checkpointer, kl_teacher_student, plot_losses, sample_candidates, seed_everything
+from harness.train.common import Checkpointer, data_root, kl_teacher_student, plot_losses, sample_candidates, seed_everything
 from harness.train.distill import StageRunner, _swap_in, load_pools
 from harness.train.teacher import Teacher
 
@@ -151,7 +151,7 @@ def quick_eval_colbert(model, cfg: dict) -> dict:
         fde_encode = None
     res = {}
     for name in cfg["eval"]["datasets"]:
-        res[name] = eval_colbert(enc_tokens, Path(cfg["data"]["root"]) / name, dense_encode, fde_encode)
+        res[name] = eval_colbert(enc_tokens, data_root(cfg) / name, dense_encode, fde_encode)
         tqdm.write(f"[eval] {name} (test, measurement only): {res[name]}")
     return res
 

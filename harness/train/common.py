@@ -4,6 +4,7 @@ loss curves, tokenisation and the teacher-score candidate pools."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import random
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.data import default_data_dir
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_bytes
 
 # ----------------------------------------------------------------------------- config
 
@@ -73,25 +76,18 @@ def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, sum(map(ord, stage)) * 7919 + len(stage), step])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def atomic_torch_save(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def data_root(cfg: dict) -> Path:
+    """The BEIR data folder: ``data.root`` if the config sets it, else the harness's default
+    (``$HARNESS_DATA_DIR``, else ``../shared/data/beir`` beside the checkout), so training runs from
+    any working directory."""
+    root = cfg["data"].get("root")
+    return Path(root) if root else default_data_dir()
 
 
 class Checkpointer:

@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 from harness.train import data as tdata
 from harness.train.common import (
     Checkpointer,
+    data_root,
     Pool,
     kl_teacher_student,
     plot_losses,
@@ -39,7 +40,7 @@ from harness.train.teacher import Teacher, teacher_path
 def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:
     """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary."""
     dcfg = cfg["data"]
-    root = Path(dcfg["root"])
+    root = data_root(cfg)
     pools, summary_ds, summary_q = [], [], {}
     for name in datasets if datasets is not None else dcfg["datasets"]:
         ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
@@ -346,7 +347,7 @@ def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
         def enc(texts, kind):
             return student.encode(texts, ec["query_max_len"] if kind == "query" else ec["doc_max_len"])
 
-        res[name] = eval_dense(enc, Path(cfg["data"]["root"]) / name)
+        res[name] = eval_dense(enc, data_root(cfg) / name)
         tqdm.write(f"[eval] {name} ndcg@10 (test, measurement only) = {res[name]:.4f}")
     return res
 
