@@ -6,9 +6,7 @@ rankings are compared with independent computations.
 """
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 import torch
 

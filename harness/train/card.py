@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib  # noqa: F401  (configs are TOML; the card embeds the resolved one)
 from pathlib import Path
 
 from harness.fileio import atomic_write_bytes, atomic_write_json

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train.common import Checkpointer, data_root, kl_teacher_student, plot_losses, sample_candidates, seed_everything
+from harness.train.common import Checkpointer, candidate_batcher, data_root, kl_teacher_student, plot_losses, seed_everything
 from harness.train.distill import StageRunner, _swap_in, load_pools
 from harness.train.teacher import Teacher
 
@@ -70,19 +70,11 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
     runner = StageRunner(ckpt, model.encoder, cfg, seed, ckpt.state.get("wall", 0.0))
 
     kc = cfg["kd"]
-    weights = np.array([len(p.queries) for p in pools], dtype=float)
-    weights /= weights.sum()
-    real_idx = [np.array([i for i, k in enumerate(p.kinds) if k == "query"], dtype=np.int64) for p in pools]
+    draw = candidate_batcher(pools, kc)
     set_doc_len(model, kc.get("doc_max_len"))
 
     def kd_step(step, rng):
-        p_i = int(rng.choice(len(pools), p=weights))
-        pool = pools[p_i]
-        n_real = int(round(kc["batch_queries"] * kc["real_query_frac"])) if len(real_idx[p_i]) else 0
-        qidx = np.concatenate([rng.choice(real_idx[p_i], size=n_real),
-                               rng.integers(len(pool.queries), size=kc["batch_queries"] - n_real)])
-        cands = sample_candidates(pool, qidx, kc["candidates"], rng, kc["hard_from"], kc["random"])
-        docs = sorted({d for c in cands for d in c})
+        pool, qidx, docs = draw(rng)
         q, qm = model.forward_queries([pool.queries[i] for i in qidx])
         d, dm = model.forward_documents([pool.docs[i] for i in docs])
         s_scores = maxsim(q, qm, d, dm) * kc["student_scale"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import random
 import time
@@ -80,6 +79,29 @@ def atomic_torch_save(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def candidate_batcher(pools: list, kc: dict):
+    """A sampler ``rng -> (pool, query indices, document indices)`` for list-wise distillation.
+
+    Each batch comes from one dataset (chosen in proportion to its queries): ``batch_queries``
+    queries, a ``real_query_frac`` share of them real train/dev queries, and the sorted union of
+    their sampled candidates (teacher top-``hard_from`` + positives + ``random``), scored in-batch.
+    """
+    weights = np.array([len(p.queries) for p in pools], dtype=float)
+    weights /= weights.sum()
+    real_idx = [np.array([i for i, k in enumerate(p.kinds) if k == "query"], dtype=np.int64) for p in pools]
+
+    def draw(rng: np.random.Generator):
+        p_i = int(rng.choice(len(pools), p=weights))
+        pool = pools[p_i]
+        n_real = int(round(kc["batch_queries"] * kc["real_query_frac"])) if len(real_idx[p_i]) else 0
+        qidx = np.concatenate([rng.choice(real_idx[p_i], size=n_real),
+                               rng.integers(len(pool.queries), size=kc["batch_queries"] - n_real)])
+        cands = sample_candidates(pool, qidx, kc["candidates"], rng, kc["hard_from"], kc["random"])
+        return pool, qidx, sorted({d for c in cands for d in c})
+
+    return draw
 
 
 def data_root(cfg: dict) -> Path:

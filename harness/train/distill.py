@@ -22,11 +22,11 @@ from harness.errors import HarnessError
 from harness.train import data as tdata
 from harness.train.common import (
     Checkpointer,
+    candidate_batcher,
     data_root,
     Pool,
     kl_teacher_student,
     plot_losses,
-    sample_candidates,
     seed_everything,
     step_rng,
     teacher_topk,
@@ -288,18 +288,10 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
 
     # --- stage 2: KL over candidate lists (teacher top-k + positives + random, all in-batch)
     kc = cfg["kl"]
-    weights = np.array([len(p.queries) for p in pools], dtype=float)
-    weights /= weights.sum()
-    real_idx = [np.array([i for i, k in enumerate(p.kinds) if k == "query"], dtype=np.int64) for p in pools]
+    draw = candidate_batcher(pools, kc)
 
     def kl_step(step, rng):
-        p_i = int(rng.choice(len(pools), p=weights))
-        pool = pools[p_i]
-        n_real = int(round(kc["batch_queries"] * kc["real_query_frac"])) if len(real_idx[p_i]) else 0
-        qidx = np.concatenate([rng.choice(real_idx[p_i], size=n_real),
-                               rng.integers(len(pool.queries), size=kc["batch_queries"] - n_real)])
-        cands = sample_candidates(pool, qidx, kc["candidates"], rng, kc["hard_from"], kc["random"])
-        docs = sorted({d for c in cands for d in c})
+        pool, qidx, docs = draw(rng)
         q = F.normalize(student([pool.queries[i] for i in qidx], kc["query_max_len"]), dim=-1)
         d = F.normalize(student([pool.docs[i] for i in docs], kc["doc_max_len"]), dim=-1)
         s_scores = q @ d.T * kc["student_scale"]
