@@ -39,6 +39,11 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def texts_sha256(texts: Sequence[str]) -> str:
+    """sha256 of a list of texts (order matters): the identity of what a query-side entry encoded."""
+    return cache_key({"texts": list(texts)})
+
+
 def as_float32(value: Vectors) -> Vectors:
     """The dtype every cache entry has, so a miss returns what a later hit will."""
     if isinstance(value, list):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import registry
-from harness.cache import VectorCache, encode_in_blocks
+from harness.cache import VectorCache, encode_in_blocks, texts_sha256
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC, evaluate
@@ -150,7 +150,11 @@ class VectorStage(Stage):
             )
         log.cache["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
         with log.step("encode_queries_seconds"):
-            queries = self.encoder.encode_queries(dataset.queries)
+            queries, hit = self.cache.get_or_compute(
+                {**key, "side": "queries", "queries": texts_sha256(dataset.queries)},
+                lambda: self.encoder.encode_queries(dataset.queries),
+            )
+        log.cache["queries_cached"] = hit
         with log.step("search_seconds"):
             return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
 
@@ -176,9 +180,10 @@ class DenseEncoderAdapter:
 
     def cache_identity(self) -> dict:
         p = self.inner.provenance()
-        return {k: p[k] for k in ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")} | {
-            "normalize": "l2"
-        }
+        identity = {k: p[k] for k in ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")}
+        if p["precision"] != "fp32":  # fp32 keys stay as they were; any other numerics have their own
+            identity |= {"precision": p["precision"], "quantization": p.get("quantization")}
+        return identity | {"normalize": "l2"}
 
     def provenance(self) -> dict:
         return self.inner.provenance()
@@ -237,8 +242,13 @@ class ColBERTTokens:
 
     def queries(self, dataset: Dataset, log: RunLog) -> list[np.ndarray]:
         if self._queries is None or self._queries[0] is not dataset:
+            key = {**self.key(dataset), "side": "queries", "queries": texts_sha256(dataset.queries)}
             with log.step("encode_queries_seconds"):
-                self._queries = (dataset, self.model.encode_queries(dataset.queries, batch_size=self.batch_size))
+                tokens, hit = self.cache.get_or_compute(
+                    key, lambda: self.model.encode_queries(dataset.queries, batch_size=self.batch_size)
+                )
+            log.cache["queries_cached"] = hit
+            self._queries = (dataset, tokens)
         return self._queries[1]
 
     def storage(self, dataset: Dataset) -> dict:

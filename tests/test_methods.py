@@ -120,7 +120,20 @@ def test_warm_run_encodes_nothing(cli, tmp_path):
     warm = cli("--model", "muvera-pico")
     assert cold["cache"]["documents_cached_blocks"] == "0/1" and not cold["cache"]["fde_documents_cached"]
     assert warm["cache"]["documents_cached_blocks"] == "1/1" and warm["cache"]["fde_documents_cached"]
+    assert not cold["cache"]["queries_cached"] and warm["cache"]["queries_cached"]
     assert warm["metrics"] == cold["metrics"]
+    dense_cold, dense_warm = cli("--model", "pico"), cli("--model", "pico")
+    assert not dense_cold["cache"]["queries_cached"] and dense_warm["cache"]["queries_cached"]
+    assert dense_warm["cache"]["documents_cached_blocks"] == "1/1" and dense_warm["metrics"] == dense_cold["metrics"]
+
+
+def test_edited_queries_are_encoded_again(cli, small_beir):
+    from conftest import DEFAULT_QUERIES, make_beir
+
+    assert cli("--model", "pico")["cache"]["queries_cached"] is False
+    edited = [dict(q, text=q["text"] + " again") for q in DEFAULT_QUERIES]
+    make_beir(small_beir.parent, queries=edited)
+    assert cli("--model", "pico")["cache"]["queries_cached"] is False  # new texts: no stale query vectors
 
 
 def test_changed_settings_never_serve_stale_vectors(cli):

@@ -6,10 +6,11 @@ product with any document token, a float32 score. A query without tokens scores 
 document; a document without tokens scores -inf (the harness's "not retrieved").
 
 ``rerank`` scores given candidates: (n_queries, depth) document indices -> (n_queries, depth)
-float32, negative indices (no candidate) -> -inf. Queries are processed in batches; each batch
-gathers its candidates' tokens into one zero-padded (batch, depth, max_len, dim) block and scores
-it with a single einsum (a batched GEMM), padding masked to -inf before the max. No Python loop
-per candidate: the block is filled by torch's ``pad_sequence``.
+float32, negative indices (no candidate) -> -inf. Per query, its candidates' token matrices are
+stacked without padding into one (total_tokens, dim) block, scored by one GEMM against the query's
+tokens, and reduced per document with ``np.maximum.reduceat`` at the documents' row offsets: no
+Python loop per candidate, no padded copy, and a working set of one query's candidates (a few MB),
+so peak memory is the cached token vectors plus that.
 
 ``search`` scores every document: (scores (n_queries, k) float32, indices (n_queries, k) int64),
 k capped at the number of documents, best first. Documents are visited in length order (so a
@@ -17,11 +18,10 @@ chunk pads little) in chunks sized from ``memory_budget_bytes``; chunk scores ar
 merged into a running top-k. Ties: higher score first, then lower ``tie_ranks[index]`` (default:
 the document index itself, i.e. lower index first), including at the k-th place.
 
-The arithmetic is torch float32 (BLAS); chunking and batch composition change only the order of
-float32 additions, not which tokens are compared. Measured on the shared 2-core machine (load ~5):
-``rerank`` of 1,000 queries x 100 candidates x 150-250 tokens x 80 dims (about 100 GFLOP of
-exact dot products) in ~16 s; full ``search`` costs n_query_tokens x n_corpus_tokens x dim
-multiply-adds, e.g. 2.6e12 (5 TFLOP) for 1,000 queries x 5,000 such documents.
+The arithmetic is float32 BLAS (numpy in ``rerank``, torch in ``search``); chunking changes only
+the order of float32 additions, not which tokens are compared. Timings:
+``benchmarks/fde_and_rerank.py`` (``rerank`` of 1,000 queries x top 100 pico-shaped token sets).
+Full ``search`` costs n_query_tokens x n_corpus_tokens x dim multiply-adds, e.g. 2.6e12 (5 TFLOP) for 1,000 queries x 5,000 such documents.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
-RERANK_MEMORY_BUDGET = 256 << 20  # bytes per query batch in ``rerank``
 
 
 def _pad(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,35 +48,29 @@ def _reduce(best: torch.Tensor, query_mask: torch.Tensor, doc_has_tokens: torch.
     return scores.masked_fill_(~doc_has_tokens, float("-inf"))
 
 
-def rerank(
-    query_tokens: list[np.ndarray],
-    doc_tokens: list[np.ndarray],
-    candidates: np.ndarray,
-    memory_budget_bytes: int = RERANK_MEMORY_BUDGET,
-) -> np.ndarray:
+def rerank(query_tokens: list[np.ndarray], doc_tokens: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
     """Exact maxsim of each query against its candidate documents: (n_queries, depth) float32."""
     candidates = np.asarray(candidates, dtype=np.int64)
     n_queries, depth = candidates.shape
     out = np.full((n_queries, depth), -np.inf, dtype=np.float32)
     if n_queries == 0 or depth == 0:
         return out
-    dim = query_tokens[0].shape[1]
-    valid = candidates >= 0
-    longest_doc = max(1, int(max((len(doc_tokens[i]) for i in np.unique(candidates[valid])), default=1)))
-    longest_query = max(1, max(len(q) for q in query_tokens))
-    per_query = depth * longest_doc * (dim + longest_query) * 4  # gathered tokens + similarity block
-    batch = max(1, int(memory_budget_bytes // per_query))
-    with torch.inference_mode():
-        for start in range(0, n_queries, batch):
-            rows = slice(start, start + batch)
-            cand = np.where(valid[rows], candidates[rows], 0)
-            docs, doc_mask = _pad([doc_tokens[i] for i in cand.ravel()], dim)  # (b * depth, L, dim)
-            docs, doc_mask = docs.view(*cand.shape, *docs.shape[1:]), doc_mask.view(*cand.shape, -1)
-            queries, query_mask = _pad(query_tokens[rows], dim)  # (b, Lq, dim)
-            sims = torch.einsum("bjld,bqd->bjlq", docs, queries)  # one batched GEMM
-            best = sims.masked_fill_(~doc_mask.unsqueeze(-1), float("-inf")).amax(dim=2)  # (b, depth, Lq)
-            scores = _reduce(best, query_mask.unsqueeze(1), doc_mask.any(dim=-1), query_axis=-1)
-            out[rows] = np.where(valid[rows], scores.numpy(), -np.inf)
+    lengths = np.fromiter((len(d) for d in doc_tokens), dtype=np.int64, count=len(doc_tokens))
+    for row in range(n_queries):
+        row_candidates = candidates[row]
+        columns = np.flatnonzero(row_candidates >= 0)
+        columns = columns[lengths[row_candidates[columns]] > 0]  # documents without tokens stay -inf
+        if not columns.size:
+            continue
+        query = np.asarray(query_tokens[row], dtype=np.float32)
+        if not len(query):
+            out[row, columns] = 0.0
+            continue
+        docs = row_candidates[columns]
+        tokens = np.concatenate([doc_tokens[i] for i in docs])  # (total tokens, dim), unpadded
+        sims = tokens @ query.T  # (total tokens, n query tokens): one GEMM
+        starts = np.concatenate(([0], np.cumsum(lengths[docs])[:-1]))
+        out[row, columns] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1, dtype=np.float32)
     return out
 
 
