@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -30,3 +31,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, value, sort_keys: bool = False) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n").encode())
+
+
+def atomic_save_figure(path: Path, figure, **savefig_kwargs) -> None:
+    """Render a matplotlib figure as PNG in memory, then write it atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig_kwargs)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.conditions import load_conditions
 from harness.errors import HarnessError
+from harness.fileio import atomic_save_figure
 from harness.evaluate import PRIMARY_METRIC
 from harness.results import load_results
 from harness.report import DISPLAY
@@ -54,7 +55,6 @@ def plot(results_dir: Path, conditions_path: Path, out: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    atomic_save_figure(out, fig)
     plt.close(fig)
     return out

@@ -57,6 +57,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 from harness.errors import HarnessError
 from harness.models.hf_modeling import modeling_bert_hash
 from harness.models.hf_modeling.configuration_bert_hash import BertHashConfig
+from harness.models.weights import require_safetensors
 
 VOCAB_SIZE = 30522
 DEFAULT_MAX_LENGTH = 256  # tokens per text for dense encoding (sentence-transformers max_seq_length)
@@ -70,7 +71,6 @@ AUTO_MAP = {
 }
 _SAFETENSORS = "model.safetensors"
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
-_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _MLM_HEAD_PREFIX = "cls.predictions."
 
 
@@ -118,21 +118,6 @@ def _checkpoint_tensor_names(path: Path) -> set[str]:
         return set(json.load(f)["weight_map"])
 
 
-def _check_weight_files(path: Path, allow_pickle: bool) -> bool:
-    """True when ``path`` holds safetensors weights; raise on pickle-only unless allowed."""
-    if (path / _SAFETENSORS).is_file() or (path / _SAFETENSORS_INDEX).is_file():
-        return True
-    pickled = [name for name in _PICKLE_WEIGHTS if (path / name).is_file()]
-    if pickled and allow_pickle:
-        return False
-    if pickled:
-        raise HarnessError(
-            f"{path}: only pickle weights ({', '.join(pickled)}) found; pickle can run arbitrary code. "
-            "Convert the checkpoint to model.safetensors, or pass allow_pickle=True if you trust its source."
-        )
-    raise HarnessError(f"{path}: no {_SAFETENSORS} (or {_SAFETENSORS_INDEX}) found")
-
-
 class _StrictLoading:
     """``from_pretrained`` that raises ``HarnessError`` instead of random-initialising tensors,
     and ``save_pretrained`` that ships the standalone modeling code (see module docstring)."""
@@ -149,7 +134,7 @@ class _StrictLoading:
         want_info = kwargs.pop("output_loading_info", False)
         kwargs.pop("ignore_mismatched_sizes", None)
         if os.path.isdir(source):
-            if _check_weight_files(Path(source), allow_pickle):
+            if require_safetensors(Path(source), allow_pickle):
                 cls._adapt_to_checkpoint(_checkpoint_tensor_names(Path(source)), kwargs)
         elif not allow_pickle:
             kwargs["use_safetensors"] = True

@@ -37,7 +37,6 @@ colbert-muvera models use, instead of sentence-transformers' native multi-vector
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import string
@@ -57,6 +56,7 @@ from transformers import AddedToken, AutoTokenizer, PreTrainedModel
 
 from harness.errors import HarnessError
 from harness.models import berthash
+from harness.models.weights import file_sha256, require_safetensors
 
 QUERY_PREFIX = "[Q] "
 DOCUMENT_PREFIX = "[D] "
@@ -66,17 +66,6 @@ DEFAULT_SKIPLIST = list(string.punctuation)
 _WEIGHTS = "model.safetensors"
 _DENSE_DIR = "1_Dense"
 _TOLERATED_MISSING_PREFIX = "pooler."
-
-
-def _file_sha256(path: Path | None) -> str | None:
-    """sha256 of a file, None when there is no such file (unsaved model, or pickle weights)."""
-    if path is None or not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_tensors(module: nn.Module, weights: Path, what: str, drop_heads: bool = False) -> None:
@@ -107,21 +96,6 @@ def _check_tensors(module: nn.Module, weights: Path, what: str, drop_heads: bool
         raise HarnessError(f"{weights}: does not match the {what}; " + "; ".join(problems))
 
 
-def _require_safetensors(folder: Path, allow_pickle: bool) -> bool:
-    """True when ``folder/model.safetensors`` exists; pickle-only folders raise unless allowed."""
-    if (folder / _WEIGHTS).is_file():
-        return True
-    pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
-    if pickled and allow_pickle:
-        return False
-    if pickled:
-        raise HarnessError(
-            f"{folder}: only pickle weights ({', '.join(pickled)}); pickle can run arbitrary code. "
-            "Convert to model.safetensors, or pass allow_pickle=True if you trust the source."
-        )
-    raise HarnessError(f"{folder}: no {_WEIGHTS} found")
-
-
 class ColBERT:
     """A ColBERT model (see the module docstring). Build with ``load`` or ``new``."""
 
@@ -140,8 +114,8 @@ class ColBERT:
         folder = Path(path)
         if not (folder / "modules.json").is_file():
             raise HarnessError(f"{folder}: not a ColBERT folder (no modules.json)")
-        strict_root = _require_safetensors(folder, allow_pickle)
-        strict_dense = _require_safetensors(folder / _DENSE_DIR, allow_pickle) if (folder / _DENSE_DIR).is_dir() else None
+        strict_root = require_safetensors(folder, allow_pickle)
+        strict_dense = require_safetensors(folder / _DENSE_DIR, allow_pickle) if (folder / _DENSE_DIR).is_dir() else None
         try:
             encoder = MultiVectorEncoder(str(folder), device="cpu", local_files_only=True)
         except HarnessError:
@@ -187,7 +161,7 @@ class ColBERT:
                 base_dir = staging
             else:
                 base_dir = Path(base)
-                _require_safetensors(base_dir, allow_pickle=False)
+                require_safetensors(base_dir, allow_pickle=False)
                 for item in base_dir.iterdir():  # config, weights and any shipped modeling code, read-only
                     if item.name in ("config.json", "model.safetensors.index.json") or item.suffix in (".safetensors", ".py"):
                         os.symlink(item.resolve(), staging / item.name)
@@ -355,8 +329,8 @@ class ColBERT:
         """What identifies this model's outputs (hashes are None until loaded from / saved to disk)."""
         return {
             "path": str(self.path) if self.path else None,
-            "weights_sha256": _file_sha256(self.path and self.path / _WEIGHTS),
-            "dense_weights_sha256": _file_sha256(self.path and self.path / _DENSE_DIR / _WEIGHTS),
+            "weights_sha256": file_sha256(self.path and self.path / _WEIGHTS),
+            "dense_weights_sha256": file_sha256(self.path and self.path / _DENSE_DIR / _WEIGHTS),
             "parameters": int(sum(p.numel() for p in self.encoder.parameters())),
             "base_model_type": self.transformer.model.config.model_type,
             "token_dim": self.token_dim,

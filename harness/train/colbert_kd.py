@@ -128,14 +128,7 @@ def quick_eval_colbert(model, cfg: dict) -> dict:
         fn = model.encode_queries if kind == "query" else model.encode_documents
         return [torch.from_numpy(a) for a in fn(texts, batch_size=64)]
 
-    dense_encode = None
-    if cfg["eval"].get("dense_from"):
-        from harness.models.berthash import embed, tokenizer_dir
-
-        dense = load_dense_base(cfg["eval"]["dense_from"])
-
-        def dense_encode(texts, kind):
-            return embed(dense, tokenizer_dir(), texts, max_length=256)
+    dense_encode = _dense_encoder(cfg["eval"].get("dense_from"))  # None: no dense columns
 
     try:
         fde_encode = _fde_encoder()
@@ -146,6 +139,16 @@ def quick_eval_colbert(model, cfg: dict) -> dict:
         res[name] = eval_colbert(enc_tokens, data_root(cfg) / name, dense_encode, fde_encode)
         tqdm.write(f"[eval] {name} (test, measurement only): {res[name]}")
     return res
+
+
+def _dense_encoder(folder: str | None):
+    """``encode(texts, kind) -> (n, 80)`` with the dense pico in ``folder`` (256 tokens), or None."""
+    if not folder:
+        return None
+    from harness.models.berthash import embed, tokenizer_dir
+
+    dense = load_dense_base(folder)
+    return lambda texts, kind: embed(dense, tokenizer_dir(), texts, max_length=256)
 
 
 def _fde_encoder():

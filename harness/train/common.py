@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import random
 import time
 import tomllib
@@ -17,7 +16,7 @@ import torch
 
 from harness.data import default_data_dir
 from harness.errors import HarnessError
-from harness.fileio import atomic_write_bytes
+from harness.fileio import atomic_save_figure, atomic_write_bytes
 
 # ----------------------------------------------------------------------------- config
 
@@ -163,11 +162,8 @@ def plot_losses(history: dict[str, list[tuple[int, float]]], path: Path, title: 
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save_figure(path, fig, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- lr schedule

