@@ -177,13 +177,18 @@ def _add_check_parser(sub) -> None:
         description="Rerun every condition marked fast in the conditions file (or those named) and exit 1 with a"
         " readable diff when ndcg@10 drops beyond its tolerance or moves where it must be deterministic.",
     )
-    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
-    p.add_argument("--only", default=None, help="comma-separated condition names to check (default: all fast ones)")
-    p.add_argument("--datasets", default=None, help="comma-separated datasets to check (default: each condition's)")
-    p.add_argument("--data-dir", type=Path, default=None)
+    _add_condition_selection(p, "default: all fast ones")
     p.add_argument("--all", action="store_true", help="also rerun the conditions not marked fast")
-    p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_check)
+
+
+def _add_condition_selection(p, default_only: str) -> None:
+    """The options ``check`` and ``reproduce`` share: which conditions, on which datasets, from where."""
+    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
+    p.add_argument("--only", default=None, help=f"comma-separated condition names ({default_only})")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets (default: each condition's expected)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None)
 
 
 def cmd_check(args) -> int:
@@ -200,12 +205,8 @@ def _add_reproduce_parser(sub) -> None:
         description="Run each condition of the conditions file (all, or --only) on its expected datasets and"
         " write the results: how every row of the README tables is produced.",
     )
-    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
+    _add_condition_selection(p, "default: all")
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
-    p.add_argument("--only", default=None, help="comma-separated condition names (default: all)")
-    p.add_argument("--datasets", default=None, help="comma-separated datasets (default: each condition's expected)")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=cmd_reproduce)
 
 
