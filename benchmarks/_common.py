@@ -7,6 +7,7 @@ last on stdout; the parent collects them.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's harness, installed or not (the sides get it via PYTHONPATH)
 
 
 def peak_rss_mb() -> float:
@@ -145,3 +147,29 @@ def subset_beir(source: Path, target: Path, max_docs: int, split: str = "test") 
             handle.write(json.dumps(queries[qid]) + "\n")
     (target / "qrels" / f"{split}.tsv").write_text("\n".join([header, *("\t".join(r) for r in kept_rows)]) + "\n")
     return target
+
+
+def add_data_arguments(parser, sides: tuple[str, ...]) -> None:
+    """Options of the scripts that time a whole retrieval run: model, data, batch size, subset, and
+    the hidden ``--side`` / ``--cache-dir`` the parent passes to each side's subprocess."""
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--dataset", default="scifact")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-docs", type=int, default=0, help="run on a subset of this many documents (quick check)")
+    parser.add_argument("--side", choices=sides, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+
+
+def data_argv(args, scratch: str) -> list[str]:
+    """The side arguments naming model and data; with ``--max-docs`` the data is a subset written to
+    ``scratch`` (:func:`subset_beir`)."""
+    dataset, data_dir = args.dataset, args.data_dir
+    if args.max_docs:
+        from harness.data import resolve_dataset_path
+
+        source = resolve_dataset_path(args.dataset, Path(args.data_dir) if args.data_dir else None)
+        dataset = str(subset_beir(source, Path(scratch) / f"{Path(source).name}-{args.max_docs}", args.max_docs))
+        data_dir = None
+    argv = ["--model", args.model, "--dataset", dataset, "--batch-size", str(args.batch_size)]
+    return argv + (["--data-dir", data_dir] if data_dir else [])

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, machine_line, run_side, subset_beir  # noqa: E402
+from _common import add_data_arguments, data_argv, emit, machine_line, run_side  # noqa: E402
 
 
 def side_harness(args) -> dict:
@@ -73,15 +73,9 @@ def side_beir(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_data_arguments(parser, ("harness", "beir"))
     parser.add_argument("--precision", choices=("fp32", "int8", "all"), default="fp32",
                         help="the harness condition(s) to run against BEIR's fp32 reference")
-    parser.add_argument("--max-docs", type=int, default=0, help="run on a subset of this many documents (quick check)")
-    parser.add_argument("--side", choices=("harness", "beir"), help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
@@ -90,19 +84,10 @@ def main() -> None:
 
     print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        dataset, data_dir = args.dataset, args.data_dir
-        if args.max_docs:
-            from harness.data import resolve_dataset_path
-
-            source = resolve_dataset_path(args.dataset, Path(args.data_dir) if args.data_dir else None)
-            dataset = str(subset_beir(source, Path(scratch) / f"{Path(source).name}-{args.max_docs}", args.max_docs))
-            data_dir = None
+        base = data_argv(args, scratch)
 
         def side(name: str, precision: str, cache_dir: str) -> dict:
-            argv = ["--side", name, "--model", args.model, "--dataset", dataset, "--batch-size", str(args.batch_size),
-                    "--precision", precision, "--cache-dir", cache_dir]
-            if data_dir:
-                argv += ["--data-dir", data_dir]
+            argv = ["--side", name, *base, "--precision", precision, "--cache-dir", cache_dir]
             out = run_side(__file__, argv)
             print(f"  done: {name} {precision} {out['seconds']:.1f} s", file=sys.stderr, flush=True)
             return out

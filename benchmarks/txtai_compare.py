@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, machine_line, run_side, subset_beir  # noqa: E402
+from _common import add_data_arguments, data_argv, emit, machine_line, run_side  # noqa: E402
 
 
 def side_harness(args) -> dict:
@@ -76,15 +76,9 @@ def side_txtai(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_data_arguments(parser, ("harness", "txtai"))
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="the harness side's precision")
     parser.add_argument("--txtai-maxlength", type=int, default=256, help="txtai's maxlength (0: txtai's default)")
-    parser.add_argument("--max-docs", type=int, default=0, help="run on a subset of this many documents (quick check)")
-    parser.add_argument("--side", choices=("harness", "txtai"), help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
@@ -93,20 +87,11 @@ def main() -> None:
 
     print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        dataset, data_dir = args.dataset, args.data_dir
-        if args.max_docs:
-            from harness.data import resolve_dataset_path
-
-            source = resolve_dataset_path(args.dataset, Path(args.data_dir) if args.data_dir else None)
-            dataset = str(subset_beir(source, Path(scratch) / f"{Path(source).name}-{args.max_docs}", args.max_docs))
-            data_dir = None
+        base = data_argv(args, scratch)
 
         def side(name: str) -> dict:
-            argv = ["--side", name, "--model", args.model, "--dataset", dataset, "--batch-size", str(args.batch_size),
-                    "--precision", args.precision, "--txtai-maxlength", str(args.txtai_maxlength),
+            argv = ["--side", name, *base, "--precision", args.precision, "--txtai-maxlength", str(args.txtai_maxlength),
                     "--cache-dir", str(Path(scratch) / "cache")]
-            if data_dir:
-                argv += ["--data-dir", data_dir]
             out = run_side(__file__, argv)
             print(f"  done: {name} {out['seconds']:.1f} s", file=sys.stderr, flush=True)
             return out
@@ -118,7 +103,7 @@ def main() -> None:
     print(f"model={args.model} dataset={args.dataset}{f' (first {args.max_docs} docs)' if args.max_docs else ''}"
           f" batch_size={args.batch_size} txtai config={txtai['config']}")
     print(f"{'side':<22} {'ndcg@10':>8} {'seconds':>9} {'peak RSS MB':>12} {'vs txtai':>9}")
-    for name, out in ((f"txtai (numpy, exact)", txtai), (f"harness {args.precision} cold", cold), (f"harness {args.precision} warm", warm)):
+    for name, out in (("txtai (numpy, exact)", txtai), (f"harness {args.precision} cold", cold), (f"harness {args.precision} warm", warm)):
         print(f"{name:<22} {out['ndcg@10']:8.4f} {out['seconds']:9.1f} {out['peak_rss_mb']:12.0f} {txtai['seconds'] / out['seconds']:8.2f}x")
     print(f"ndcg@10 harness cold - txtai = {cold['ndcg@10'] - txtai['ndcg@10']:+.5f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
