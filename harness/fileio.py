@@ -9,6 +9,16 @@ import tempfile
 from pathlib import Path
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 minus the umask); mkstemp's own is 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()  # read once: os.umask is process-wide, so never flip it while writing
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a unique temporary file in the same folder, then rename.
 
@@ -19,6 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _NEW_FILE_MODE)  # readable like any other file the user writes, not owner-only
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,15 @@ def test_two_cli_runs_share_a_results_folder(tmp_path, harness_env):
         run_lines = (results / "bm25" / f"{name}.trec").read_text().splitlines()
         assert run_lines and all(len(line.split()) == 6 for line in run_lines)
     assert sorted(p.name for p in (results / "bm25").iterdir()) == ["alpha.json", "alpha.trec", "beta.json", "beta.trec"]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from harness.fileio import atomic_write_bytes
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_bytes(tmp_path / "result.json", b"{}")
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0o600
 
 
 def test_atomic_write_json_under_hammering_reads_threads(tmp_path):
