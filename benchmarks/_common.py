@@ -173,3 +173,14 @@ def data_argv(args, scratch: str) -> list[str]:
         data_dir = None
     argv = ["--model", args.model, "--dataset", dataset, "--batch-size", str(args.batch_size)]
     return argv + (["--data-dir", data_dir] if data_dir else [])
+
+
+def ran_as_side(args, sides: dict) -> bool:
+    """In a side's subprocess (``--side NAME``): run ``sides[NAME](args)``, print its result and
+    return True. In the parent: print the machine line and return False."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.side:
+        emit(sides[args.side](args))
+        return True
+    print(machine_line(), flush=True)
+    return False

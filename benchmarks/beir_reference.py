@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_data_arguments, data_argv, emit, machine_line, run_side  # noqa: E402
+from _common import add_data_arguments, data_argv, ran_as_side, run_side  # noqa: E402
 
 
 def side_harness(args) -> dict:
@@ -77,12 +77,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "int8", "all"), default="fp32",
                         help="the harness condition(s) to run against BEIR's fp32 reference")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.side:
-        emit(side_harness(args) if args.side == "harness" else side_beir(args))
+    if ran_as_side(args, {"harness": side_harness, "beir": side_beir}):
         return
-
-    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         base = data_argv(args, scratch)
 
