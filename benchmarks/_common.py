@@ -20,6 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's harness, installed or not (the sides get it via PYTHONPATH)
 
+from harness.models.runtime import cpu_threads  # noqa: E402  (the CPUs this process may use)
+
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process, MiB (Linux reports ru_maxrss in KiB)."""
@@ -45,48 +47,35 @@ def run_side(script: str, args: list[str], env: dict | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cpu_clock_ghz() -> float:
-    """The clock /proc/cpuinfo reports (``cpu MHz`` of the first CPU), GHz; 0 if unknown."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of ``field`` for the first CPU in /proc/cpuinfo; None when unknown."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":")[1]) / 1000
-    except OSError:
-        pass
-    return 0.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_clock_ghz() -> float:
+    """The clock /proc/cpuinfo reports (``cpu MHz`` of the first CPU), GHz; 0 if unknown."""
+    mhz = _cpuinfo("cpu MHz")
+    return float(mhz) / 1000 if mhz else 0.0
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return set((_cpuinfo("flags") or "").split())
 
 
 def machine_line() -> str:
     load = os.getloadavg()
     return (
-        f"machine: {cpu_model()}, {cpus()} CPUs, {cpu_clock_ghz():.3f} GHz (/proc/cpuinfo), "
+        f"machine: {cpu_model()}, {cpu_threads()} CPUs, {cpu_clock_ghz():.3f} GHz (/proc/cpuinfo), "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, python {platform.python_version()}"
     )
 
@@ -97,7 +86,7 @@ def fp32_peak_gflops(cores: int | None = None, clock_ghz: float | None = None) -
     Lanes: 16 with AVX-512, 8 with AVX2 (256-bit / 32-bit floats). Two FMA units per core (Zen 2/3/4
     and Intel since Haswell).
     """
-    cores = cores or cpus()
+    cores = cores or cpu_threads()
     clock = clock_ghz or cpu_clock_ghz()
     lanes = 16 if "avx512f" in cpu_flags() else 8
     peak = cores * lanes * 2 * 2 * clock

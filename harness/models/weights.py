@@ -17,14 +17,19 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SHARDED_SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
+def _hash_into(digest, path: Path) -> None:
+    """Feed a file's bytes to ``digest`` in 1 MiB chunks (weights can be hundreds of MB)."""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
 def file_sha256(path: Path | None) -> str | None:
     """sha256 (hex) of one file's bytes; None when there is no such file."""
     if path is None or not Path(path).is_file():
         return None
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    _hash_into(digest, Path(path))
     return digest.hexdigest()
 
 
@@ -39,9 +44,7 @@ def folder_sha256(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in weight_files(folder):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        _hash_into(digest, path)
     return digest.hexdigest()
 
 

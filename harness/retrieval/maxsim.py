@@ -21,7 +21,8 @@ the document index itself, i.e. lower index first), including at the k-th place.
 The arithmetic is float32 BLAS (numpy in ``rerank``, torch in ``search``); chunking changes only
 the order of float32 additions, not which tokens are compared. Timings:
 ``benchmarks/fde_and_rerank.py`` (``rerank`` of 1,000 queries x top 100 pico-shaped token sets).
-Full ``search`` costs n_query_tokens x n_corpus_tokens x dim multiply-adds, e.g. 2.6e12 (5 TFLOP) for 1,000 queries x 5,000 such documents.
+Full ``search`` costs n_query_tokens x n_corpus_tokens x dim multiply-adds, e.g. 2.6e12 (5 TFLOP)
+for 1,000 queries x 5,000 such documents.
 """
 
 from __future__ import annotations
@@ -40,12 +41,6 @@ def _pad(arrays: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor
     if padded.shape[1] == 0:  # keep one (masked) column so maxima over padding are -inf, not errors
         padded = padded.new_zeros((len(arrays), 1, dim))
     return padded, torch.arange(padded.shape[1]) < lengths[:, None]
-
-
-def _reduce(best: torch.Tensor, query_mask: torch.Tensor, doc_has_tokens: torch.Tensor, query_axis: int) -> torch.Tensor:
-    """Sum per-query-token maxima over real query tokens; documents without tokens -> -inf."""
-    scores = torch.where(query_mask, best, torch.zeros((), dtype=best.dtype)).sum(dim=query_axis)
-    return scores.masked_fill_(~doc_has_tokens, float("-inf"))
 
 
 def rerank(query_tokens: list[np.ndarray], doc_tokens: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
@@ -116,7 +111,9 @@ def search(
             docs, doc_mask = _pad([doc_tokens[i] for i in chunk], dim)
             sims = torch.einsum("nqd,cld->nqcl", queries, docs)  # one GEMM: (n, Lq, chunk, L)
             best = sims.masked_fill_(~doc_mask, float("-inf")).amax(dim=-1)  # (n, Lq, chunk)
-            scores = _reduce(best, query_mask.unsqueeze(-1), doc_mask.any(dim=-1), query_axis=1)
+            # sum the maxima over real query tokens; documents without tokens -> -inf
+            scores = torch.where(query_mask.unsqueeze(-1), best, torch.zeros((), dtype=best.dtype)).sum(dim=1)
+            scores.masked_fill_(~doc_mask.any(dim=-1), float("-inf"))
             pending_scores.append(scores.numpy())
             pending_indices.append(chunk)
             start = stop

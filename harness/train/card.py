@@ -92,17 +92,18 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
               "- command: `" + cfg["card"].get("command", "python -m harness train --config ...") + "`",
               "", "![training loss](loss_curve.png)", ""]
     if info.get("evals"):
+        metrics = _metric_names(info["evals"])
         lines += ["## Self-check (measurement only)", "",
                   "nDCG@10 on the full TEST split, measured by `harness.train.quick_eval` at the end of the "
                   "named stage. Reported only; no checkpoint or hyper-parameter was selected on the test split"
                   + cfg["card"].get("selection_note", "") + ". Official numbers come from `python -m harness run`.", "",
-                  "| measured after | dataset | " + " | ".join(_metric_names(info["evals"])) + " |",
-                  "| --- | --- |" + " --- |" * len(_metric_names(info["evals"]))]
+                  "| measured after | dataset | " + " | ".join(metrics) + " |",
+                  "| --- | --- |" + " --- |" * len(metrics)]
         for stage, per_ds in info["evals"].items():
             for ds, val in sorted(per_ds.items()):
                 val = val if isinstance(val, dict) else {"dense": val}
                 lines.append(f"| {stage} | {ds} | " + " | ".join(
-                    f"{val[m]:.4f}" if m in val else "" for m in _metric_names(info["evals"])) + " |")
+                    f"{val[m]:.4f}" if m in val else "" for m in metrics) + " |")
         lines.append("")
     lines += ["## Resolved config (card text omitted)", "", "```toml",
               to_toml({k: v for k, v in cfg.items() if k != "card"}), "```", ""]
