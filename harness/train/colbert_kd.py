@@ -78,7 +78,7 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
         q, qm = model.forward_queries([pool.queries[i] for i in qidx])
         d, dm = model.forward_documents([pool.docs[i] for i in docs])
         s_scores = maxsim(q, qm, d, dm) * kc["student_scale"]
-        t_scores = torch.from_numpy(pool.t_queries[qidx] @ pool.t_docs[docs].T) * kc["teacher_scale"]
+        t_scores = torch.from_numpy(pool.teacher_scores(qidx, docs)) * kc["teacher_scale"]
         return kl_teacher_student(s_scores, t_scores)
 
     model.encoder.train()
@@ -136,8 +136,9 @@ def quick_eval_colbert(model, cfg: dict) -> dict:
         fde_encode = None
     res = {}
     for name in cfg["eval"]["datasets"]:
-        res[name] = eval_colbert(enc_tokens, data_root(cfg) / name, dense_encode, fde_encode)
-        tqdm.write(f"[eval] {name} (test, measurement only): {res[name]}")
+        split = cfg["eval"].get("split", "test")
+        res[name] = eval_colbert(enc_tokens, data_root(cfg) / name, dense_encode, fde_encode, split=split)
+        tqdm.write(f"[eval] {name} ({split}, measurement only): {res[name]}")
     return res
 
 

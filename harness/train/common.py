@@ -184,7 +184,11 @@ def warmup_linear(optimizer, warmup: int, total: int):
 @dataclass
 class Pool:
     """One dataset's teacher view: normalised 384-d teacher embeddings of docs and training
-    queries, each query's teacher top-k documents, and its known positives."""
+    queries, optional lexical scores, each query's teacher top-k documents, and its known positives.
+
+    Teacher score of (query i, doc j) = cosine(t_queries[i], t_docs[j]) + lexical_weight *
+    lexical[i, j], where ``lexical`` is BM25 divided by the query's best BM25 score over the corpus
+    (so in [0, 1]); ``lexical`` is None for the plain MiniLM teacher."""
 
     name: str
     docs: list[str]
@@ -194,13 +198,35 @@ class Pool:
     topk: np.ndarray  # (M, k) doc indices by descending teacher score
     positives: list[tuple[int, ...]]
     kinds: list[str]
+    lexical: np.ndarray | None = None  # (M, N) float32 in [0, 1]
+    lexical_weight: float = 0.0
+
+    def teacher_scores(self, qidx, docs) -> np.ndarray:
+        """(len(qidx), len(docs)) teacher scores."""
+        out = self.t_queries[qidx] @ self.t_docs[docs].T
+        if self.lexical is not None and self.lexical_weight:
+            out = out + self.lexical_weight * self.lexical[np.ix_(np.asarray(qidx), np.asarray(docs))]
+        return out.astype(np.float32)
 
 
-def teacher_topk(t_queries: np.ndarray, t_docs: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
-    k = min(k, t_docs.shape[0])
-    out = np.zeros((t_queries.shape[0], k), dtype=np.int64)
-    for s in range(0, t_queries.shape[0], block):
-        sc = t_queries[s:s + block] @ t_docs.T
+def normalised_bm25(queries: list[str], docs: list[str]) -> np.ndarray:
+    """(n_queries, n_docs) BM25 scores (the harness's bm25 settings) divided by each query's
+    maximum; rows without any matching document stay 0."""
+    from harness.retrieval.bm25 import BM25
+
+    scores = BM25(docs).scores(queries)
+    scores /= np.maximum(scores.max(1, keepdims=True), 1e-9)
+    return scores
+
+
+def teacher_topk(pool: Pool, k: int, block: int = 2048) -> np.ndarray:
+    """(M, k) each training query's top-k documents by teacher score, best first."""
+    n_docs = pool.t_docs.shape[0]
+    k = min(k, n_docs)
+    all_docs = np.arange(n_docs)
+    out = np.zeros((pool.t_queries.shape[0], k), dtype=np.int64)
+    for s in range(0, pool.t_queries.shape[0], block):
+        sc = pool.teacher_scores(np.arange(s, min(s + block, len(out))), all_docs)
         part = np.argpartition(-sc, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sc, part, 1), axis=1)
         out[s:s + block] = np.take_along_axis(part, order, 1)

@@ -130,6 +130,7 @@ class TrainQuery:
     dataset: str
     kind: str  # "query" (train/dev), "title", "sentence"
     positives: tuple[int, ...]  # doc indices (within its dataset) known relevant / the source doc
+    qid: str = ""  # the query id for real train/dev queries; "" for pseudo-queries
 
 
 def pseudo_queries(ds: Dataset, sentences_per_doc: int, rng: random.Random) -> list[TrainQuery]:
@@ -151,7 +152,7 @@ def real_queries(ds: Dataset) -> list[TrainQuery]:
     out = []
     for qid, text in zip(ds.query_ids, ds.query_texts):
         pos = tuple(index[d] for d, s in ds.qrels.get(qid, {}).items() if s > 0 and d in index)
-        out.append(TrainQuery(text, ds.name, "query", pos))
+        out.append(TrainQuery(text, ds.name, "query", pos, qid))
     return out
 
 

@@ -26,6 +26,7 @@ from harness.train.common import (
     data_root,
     Pool,
     kl_teacher_student,
+    normalised_bm25,
     plot_losses,
     seed_everything,
     step_rng,
@@ -38,21 +39,33 @@ from harness.train.teacher import Teacher, teacher_path
 
 
 def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:
-    """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary."""
+    """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary.
+
+    ``data.holdout_splits`` (e.g. ``["dev"]``) leaves those splits' real queries out of training,
+    for pilot runs scored on them; ``teacher.bm25_weight`` > 0 adds normalised BM25 to the teacher
+    score (see :class:`harness.train.common.Pool`)."""
     dcfg = cfg["data"]
     root = data_root(cfg)
+    bm25_weight = float(cfg["teacher"].get("bm25_weight", 0.0))
     pools, summary_ds, summary_q = [], [], {}
     for name in datasets if datasets is not None else dcfg["datasets"]:
         ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
         tdata.assert_no_test_leak(ds)
         qs = tdata.build_queries(ds, sentences_per_doc=dcfg["sentences_per_doc"], seed=dcfg["seed"],
                                  use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"])
-        q_texts = [q.text for q in qs]
-        t_q = teacher.encode(q_texts, name=f"{ds.name}-queries")
+        t_q = teacher.encode([q.text for q in qs], name=f"{ds.name}-queries")  # cache key: all queries
         t_d = teacher.encode(ds.docs, name=f"{ds.name}-docs")
-        topk = teacher_topk(t_q, t_d, dcfg["teacher_topk"])
-        pools.append(Pool(ds.name, ds.docs, q_texts, t_d, t_q, topk, [q.positives for q in qs],
-                          [q.kind for q in qs]))
+        held_out = {qid for split in dcfg.get("holdout_splits", [])
+                    if (root / ds.name / "qrels" / f"{split}.tsv").exists()  # scifact has no dev
+                    for qid in tdata.read_qrels(root / ds.name / "qrels" / f"{split}.tsv")}
+        keep = [i for i, q in enumerate(qs) if q.qid not in held_out]
+        qs, t_q = [qs[i] for i in keep], t_q[keep]
+        q_texts = [q.text for q in qs]
+        lexical = normalised_bm25(q_texts, ds.docs) if bm25_weight else None
+        pool = Pool(ds.name, ds.docs, q_texts, t_d, t_q, np.zeros((len(qs), 0), dtype=np.int64),
+                    [q.positives for q in qs], [q.kind for q in qs], lexical, bm25_weight)
+        pool.topk = teacher_topk(pool, dcfg["teacher_topk"])
+        pools.append(pool)
         summary_ds.append(ds)
         summary_q[ds.name] = qs
     return pools, tdata.recipe_summary(summary_ds, summary_q)
@@ -236,6 +249,10 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
     mlm = new_base(cfg)
     if cfg.get("init", {}).get("teacher_word_pca", False):
         init_words_from_teacher(mlm.bert, cfg["init"].get("word_std", 0.05))
+    if cfg.get("init", {}).get("from"):  # continue from a trained dense pico folder
+        from harness.train.colbert_kd import load_dense_base
+
+        mlm.bert.load_state_dict(load_dense_base(cfg["init"]["from"]).state_dict())
     student = DenseStudent(mlm.bert, tok)
     if ckpt.resumed:
         mlm.load_state_dict(ckpt.state["model"])
@@ -295,7 +312,7 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
         q = F.normalize(student([pool.queries[i] for i in qidx], kc["query_max_len"]), dim=-1)
         d = F.normalize(student([pool.docs[i] for i in docs], kc["doc_max_len"]), dim=-1)
         s_scores = q @ d.T * kc["student_scale"]
-        t_scores = torch.from_numpy(pool.t_queries[qidx] @ pool.t_docs[docs].T) * kc["teacher_scale"]
+        t_scores = torch.from_numpy(pool.teacher_scores(qidx, docs)) * kc["teacher_scale"]
         loss = kl_teacher_student(s_scores, t_scores)
         if kc.get("mse_weight", 0):
             loss = loss + kc["mse_weight"] * F.mse_loss(
@@ -339,8 +356,9 @@ def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
         def enc(texts, kind):
             return student.encode(texts, ec["query_max_len"] if kind == "query" else ec["doc_max_len"])
 
-        res[name] = eval_dense(enc, data_root(cfg) / name)
-        tqdm.write(f"[eval] {name} ndcg@10 (test, measurement only) = {res[name]:.4f}")
+        split = ec.get("split", "test")
+        res[name] = eval_dense(enc, data_root(cfg) / name, split=split)
+        tqdm.write(f"[eval] {name} ndcg@10 ({split}, measurement only) = {res[name]:.4f}")
     return res
 
 

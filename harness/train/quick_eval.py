@@ -1,4 +1,5 @@
-"""Measurement-only self-check: ndcg@10 on the TEST split of a BEIR dataset.
+"""Measurement-only self-check: ndcg@10 on a judged split of a BEIR dataset (TEST by default;
+pilot runs score the DEV split they held out of training with ``data.holdout_splits``).
 
 Used to report numbers in the model cards, never to build training data. (The official numbers
 come from ``python -m harness run``.) Test queries are read here and only here.
@@ -15,9 +16,10 @@ import torch
 from harness.train.data import _find, _open_text, load_dataset, read_qrels
 
 
-def load_test(folder: str | Path):
+def load_judged(folder: str | Path, split: str = "test"):
+    """(query ids, query texts, qrels) of one judged split."""
     folder = Path(folder)
-    qrels = read_qrels(folder / "qrels" / "test.tsv")
+    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
     qids, qtexts = [], []
     with _open_text(_find(folder, "queries")) as f:
         for line in f:
@@ -46,10 +48,10 @@ def run_from_scores(scores: np.ndarray, qids, doc_ids, k: int = 100, exclude_sel
 
 
 @torch.no_grad()
-def eval_dense(encode, folder, k: int = 100) -> float:
+def eval_dense(encode, folder, k: int = 100, split: str = "test") -> float:
     """``encode(texts, kind)`` -> (n, d) numpy array (kind is "query" or "doc"); cosine scores."""
     ds = load_dataset(folder)
-    qids, qtexts, qrels = load_test(folder)
+    qids, qtexts, qrels = load_judged(folder, split)
     q = encode(qtexts, "query")
     d = encode(ds.docs, "doc")
     q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-9)
@@ -93,12 +95,12 @@ def run_from_finite(scores: np.ndarray, qids, doc_ids, k: int = 100):
 
 
 @torch.no_grad()
-def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None) -> dict:
+def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None, split: str = "test") -> dict:
     """Full maxsim ndcg@10 (``encode_tokens(texts, kind)`` -> list of (n_tokens, d) tensors); with
     ``dense_encode`` also dense top-100 -> maxsim rerank; with ``fde_encode(token_list, kind) ->
     (n, dim)`` also MUVERA-FDE single-vector retrieval."""
     ds = load_dataset(folder)
-    qids, qtexts, qrels = load_test(folder)
+    qids, qtexts, qrels = load_judged(folder, split)
     q_tok, d_tok = encode_tokens(qtexts, "query"), encode_tokens(ds.docs, "doc")
     ms = maxsim_scores(q_tok, d_tok)
     res = {"maxsim": ndcg10(run_from_finite(ms, qids, ds.doc_ids), qrels)}
@@ -116,14 +118,42 @@ def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None) -> d
 
 
 @torch.no_grad()
-def eval_teacher(folder, max_len: int = 128, dims: int | None = None, pca=None) -> float:
-    """Teacher baseline (optionally through the PCA reduction the dense student is trained on)."""
+def eval_teacher(folder, split: str = "test", bm25_weights=(0.0,), max_len: int = 128) -> dict[float, float]:
+    """ndcg@10 of the teacher score used for distillation, MiniLM cosine + w * normalised BM25
+    (:class:`harness.train.common.Pool`), for each w in ``bm25_weights``. The teacher is not
+    trained, so any judged split is a fair measurement of it; ``bm25_weight`` was chosen on dev."""
+    from harness.train.common import normalised_bm25
     from harness.train.teacher import Teacher
 
-    t = Teacher(max_len=max_len)
+    folder = Path(folder)
+    ds = load_dataset(folder)
+    qids, qtexts, qrels = load_judged(folder, split)
+    teacher = Teacher(max_len=max_len)
+    cosine = teacher._encode_raw(qtexts) @ teacher.encode(ds.docs, name=f"{folder.name}-docs").T
+    lexical = normalised_bm25(qtexts, ds.docs)
+    return {w: ndcg10(run_from_finite(cosine + w * lexical, qids, ds.doc_ids), qrels) for w in bm25_weights}
 
-    def enc(texts, kind):
-        e = t._encode_raw(texts)
-        return pca(e) if pca is not None else e
 
-    return eval_dense(enc, folder)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.train.quick_eval --datasets nfcorpus --split dev --bm25-weights 0,0.5``:
+    print the distillation teacher's ndcg@10 for each BM25 weight."""
+    import argparse
+
+    from harness.data import default_data_dir
+
+    p = argparse.ArgumentParser(prog="python -m harness.train.quick_eval", description=main.__doc__)
+    p.add_argument("--datasets", default="nfcorpus")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--bm25-weights", default="0,0.2,0.3,0.4,0.5,0.7,1.0")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    root = Path(args.data_dir) if args.data_dir else default_data_dir()
+    weights = [float(w) for w in args.bm25_weights.split(",")]
+    for name in args.datasets.split(","):
+        for w, score in eval_teacher(root / name, args.split, weights).items():
+            print(f"{name} {args.split} teacher = MiniLM cosine + {w:g} x normalised BM25: ndcg@10 {score:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
