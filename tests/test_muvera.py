@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 from txtai.models import Muvera
 
@@ -30,6 +31,26 @@ def test_txtai_parity_other_parameters():
     expected = Muvera(repetitions=3, hashes=3, projection=8, seed=7)(data, "data")
     got = FDE(FDEConfig(repetitions=3, hashes=3, projection=8, seed=7), token_dim=32).encode_documents(data)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("documents", [False, True])
+def test_encode_points_is_the_fde_and_differentiable(documents):
+    data = random_sets(2, n=6)
+    fde = FDE(FDEConfig(), token_dim=80)
+    points = torch.from_numpy(np.concatenate(data)).requires_grad_(True)
+    lengths = np.array([len(t) for t in data])
+    got = fde.encode_points(points, lengths, documents)
+    expected = fde.encode_documents(data) if documents else fde.encode_queries(data)
+    np.testing.assert_allclose(got.detach().numpy(), expected, atol=1e-6)
+    # For fixed partitions the FDE is linear in the tokens: the gradient of <w, FDE> matches a finite
+    # difference along a direction (scaling the tokens keeps every SimHash bit, so no partition moves).
+    w = torch.randn(got.shape)
+    (got * w).sum().backward()
+    direction = torch.from_numpy(np.concatenate(data))
+    with torch.no_grad():
+        moved = fde.encode_points(points * 1.001, lengths, documents)
+        finite = float(((moved - got) * w).sum() / 0.001)
+    assert abs(float((points.grad * direction).sum()) - finite) < 1e-3 * max(1.0, abs(finite))
 
 
 def test_dims_and_provenance():

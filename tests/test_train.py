@@ -269,7 +269,8 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
 
     cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
         f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
-        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false"])
+        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false", "kd.fde_weight=1.0",
+        "teacher.bm25_weight=0.5"])
     out = tmp_path / "colbert"
     info = train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=out)
     assert info["steps"] == {"kd": 3} and len(info["history"]["kd"]) >= 1

@@ -160,12 +160,18 @@ class FDE:
         return out
 
     def _encode_block(self, tokens: list[np.ndarray], lengths: np.ndarray, documents: bool) -> torch.Tensor:
-        """(n, dims) FDEs of one block of texts; every repetition in one scatter."""
-        n, reps, parts, block = len(tokens), self.config.repetitions, self.partitions, self.block
-        points = torch.from_numpy(np.concatenate(tokens).astype(np.float32, copy=False))
+        """(n, dims) FDEs of one block of texts."""
+        return self.encode_points(torch.from_numpy(np.concatenate(tokens).astype(np.float32, copy=False)),
+                                  lengths, documents)
+
+    def encode_points(self, points: torch.Tensor, lengths: np.ndarray, documents: bool) -> torch.Tensor:
+        """(n, dims) FDEs of n texts whose tokens are stacked in ``points`` (sum(lengths), token_dim);
+        every repetition in one scatter. Differentiable with respect to ``points`` (the SimHash
+        partition of each token is not), which is how training can score candidates by FDE."""
+        n, reps, parts, block = len(lengths), self.config.repetitions, self.partitions, self.block
         owner = np.repeat(np.arange(n), lengths)
         # SimHash bits as an int per (token, repetition), first hyperplane most significant.
-        above = (points @ self._hyperplanes).numpy().reshape(len(points), reps, -1) > 0
+        above = (points.detach() @ self._hyperplanes).numpy().reshape(len(points), reps, -1) > 0
         codes = np.zeros((len(points), reps), dtype=np.int64)
         for x in range(self.config.hashes):
             codes = (codes << 1) | above[:, :, x]
@@ -176,10 +182,10 @@ class FDE:
             projected = points[:, None, :].expand(-1, reps, -1).reshape(-1, block)
         # Row (doc * reps + r) * parts + partition of a (n * reps * parts, block) view of the FDEs.
         flat = torch.from_numpy(((owner[:, None] * reps + np.arange(reps)) * parts + index).reshape(-1))
-        sums = torch.zeros((n * reps * parts, block), dtype=torch.float32).index_add_(0, flat, projected)
+        sums = torch.zeros((n * reps * parts, block), dtype=torch.float32).index_add(0, flat, projected)
         counts = torch.bincount(flat, minlength=n * reps * parts)
         if documents:
-            sums /= counts.clamp(min=1)[:, None].to(torch.float32)
+            sums = sums / counts.clamp(min=1)[:, None].to(torch.float32)
             if self.config.fill_empty:
                 self._fill_empty(sums, counts.numpy(), codes, owner, lengths, projected)
         fde = sums.reshape(n, reps * parts * block)

@@ -28,6 +28,20 @@ def maxsim(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.T
     return (sim * qmask.to(sim.dtype)[:, None, :]).sum(-1)
 
 
+def fde_scores(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: torch.Tensor,
+               rng: np.random.Generator) -> torch.Tensor:
+    """(B, U) cosine of txtai-mode MUVERA FDEs (default shape, 10,240 dims) of the query and
+    document token sets, differentiable in the tokens. The SimHash and sketch seed is drawn from
+    ``rng`` at every step, so the model learns to survive FDE compression in general rather than
+    one particular set of hyperplanes."""
+    from harness.models.muvera import FDE, FDEConfig
+
+    fde = FDE(FDEConfig(seed=int(rng.integers(2**31))), q.shape[-1])
+    fq = fde.encode_points(q[qmask], qmask.sum(1).numpy(), documents=False)
+    fd = fde.encode_points(d[dmask], dmask.sum(1).numpy(), documents=True)
+    return torch.nn.functional.normalize(fq, dim=-1) @ torch.nn.functional.normalize(fd, dim=-1).T
+
+
 def load_dense_base(path: str | Path):
     from harness.models.berthash import load_berthash
 
@@ -79,7 +93,10 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
         d, dm = model.forward_documents([pool.docs[i] for i in docs])
         s_scores = maxsim(q, qm, d, dm) * kc["student_scale"]
         t_scores = torch.from_numpy(pool.teacher_scores(qidx, docs)) * kc["teacher_scale"]
-        return kl_teacher_student(s_scores, t_scores)
+        loss = kl_teacher_student(s_scores, t_scores)
+        if kc.get("fde_weight"):
+            loss = loss + kc["fde_weight"] * kl_teacher_student(fde_scores(q, qm, d, dm, rng) * kc["fde_scale"], t_scores)
+        return loss
 
     model.encoder.train()
     runner.run("kd", kc["steps"], kc["lr"], [p for p in model.parameters() if p.requires_grad], kd_step)
