@@ -20,7 +20,10 @@ cores x SIMD lanes x FMA units x 2 flops x clock (from /proc/cpuinfo): on 2 AVX2
 
 Sides (each in its own subprocess, so each has its own peak RSS):
 
-* ``torch``: the harness's own path, ``harness.models.dense.DenseEncoder`` (PyTorch eager, SDPA);
+* ``st``: the peer the harness replaces, plain ``SentenceTransformer.encode`` (PyTorch eager, SDPA,
+  ``threads`` intra-op threads working on one batch at a time);
+* ``torch``: the harness's own path, ``harness.models.dense.DenseEncoder`` (the same PyTorch eager
+  forward pass; ``threads`` workers, each encoding whole batches on one intra-op thread);
 * ``ort``: the same model exported with ``torch.onnx.export`` (locally) and run by ONNX Runtime
   (graph optimisations ALL), tokenisation and mean pooling as the harness does. Needs ``onnx``.
 
@@ -41,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REPO, emit, fp32_peak_gflops, machine_line, run_side  # noqa: E402
 
-DEFAULT_GRID = "torch:32:1,torch:32:2,torch:128:2,torch:512:2,ort:32:2,ort:128:2,ort:512:2"
+DEFAULT_GRID = "st:32:2,torch:32:1,torch:32:2,torch:64:2,torch:128:2,ort:128:2"
 
 
 def pico_flops(lengths, hidden=80, intermediate=320, projections=8, layers=2) -> float:
@@ -74,6 +77,14 @@ def side(args) -> dict:
 
         encoder = DenseEncoder("pico", args.model, batch_size=args.batch_size, trust_remote_code=True)
         encode = encoder.encode_documents
+    elif args.runtime == "st":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(args.model, device="cpu", trust_remote_code=True)
+        model.max_seq_length = 256
+
+        def encode(batch_texts):
+            return model.encode(batch_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)
     else:
         import onnxruntime as ort
 
@@ -211,6 +222,11 @@ def main() -> None:
         print(f"{r['runtime']:<8} {r['batch_size']:>6} {r['threads']:>8} {r['docs'] / r['seconds']:8.0f}"
               f" {r['tokens'] / r['seconds']:10.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}%"
               f" {r['flops'] / r['cpu_seconds'] / 1e9:12.1f} {r['peak_rss_mb']:12.0f}")
+    peer = next((r for r in rows if r["runtime"] == "st"), None)
+    for r in rows:
+        if peer and r["runtime"] == "torch" and (r["batch_size"], r["threads"]) == (peer["batch_size"], peer["threads"]):
+            print(f"harness vs sentence-transformers (batch {r['batch_size']}, {r['threads']} threads): "
+                  f"{peer['seconds'] / r['seconds']:.2f}x")
     best = max(rows, key=lambda r: r["docs"] / r["seconds"])
     best_gflops = best["flops"] / best["seconds"] / 1e9
     print(f"best: {best['runtime']} batch {best['batch_size']} threads {best['threads']}: {best_gflops:.1f} GFLOP/s ="
