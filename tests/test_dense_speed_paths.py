@@ -61,22 +61,6 @@ def test_fp32_batching_matches_plain_sentence_transformers(tiny_model):
     assert encoder.encode_documents([]).shape == (0, encoder.dim)
 
 
-def test_data_parallel_workers_give_the_one_worker_vectors(tiny_model, monkeypatch):
-    import harness.models.runtime as runtime
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    torch_threads = torch.get_num_threads()
-    encoder = DenseEncoder("pico", tiny_model, batch_size=2, trust_remote_code=True)
-    monkeypatch.setattr(runtime, "cpu_threads", lambda: 1)
-    one = encoder.encode_documents(TEXTS)
-    monkeypatch.setattr(runtime, "cpu_threads", lambda: 3)
-    three = encoder.encode_documents(TEXTS)
-    np.testing.assert_array_equal(one, three)  # same batches, same arithmetic, input order kept
-    assert torch.get_num_threads() == 3  # the workers' one-thread setting does not leak out
-    assert runtime.run_batches(lambda b: b * 2, [1, 2, 3, 4]) == [2, 4, 6, 8]
-    torch.set_num_threads(torch_threads)
-
-
 def test_fp32_provenance_keys_unchanged(tiny_model):
     p = DenseEncoder("pico", tiny_model, trust_remote_code=True).provenance()
     assert p["modules"] == ["Transformer", "Pooling"]

@@ -6,10 +6,9 @@ are L2-normalised is the model's own choice (its Normalize module), recorded in 
 Precision: ``"fp32"`` (default) runs PyTorch eager with SDPA attention, the reference numerics;
 ``"int8"`` quantises the transformer's Linear layers dynamically (int8 GEMMs, ~1.8x faster per CPU
 second on MiniLM; ndcg@10 moved -0.0026 on NFCorpus and +0.0102 on SciFact, results/minilm-int8).
-Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in
-batches of similar *token* counts (the caller sorts documents by characters; a block is re-sorted
-by tokens here), under ``torch.inference_mode``, by one worker thread per CPU this process may use
-(data parallel, each worker on one intra-op thread; same vectors as the sequential path).
+Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in batches of similar *token* counts (the caller
+sorts documents by characters; a block is re-sorted by tokens here), under ``torch.inference_mode``
+with one intra-op thread per CPU this process may use.
 
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
 pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
@@ -105,27 +104,24 @@ class DenseEncoder:
             return [len(t) for t in texts]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        """Batches of similar token counts, tokenised here, then run by one worker per usable CPU,
-        each on one intra-op thread (see :func:`harness.models.runtime.run_batches`)."""
         import torch
 
-        from harness.models.runtime import run_batches
+        from harness.models.runtime import configure_threads
 
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        configure_threads()
         lengths = self._token_lengths(texts)
         order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        # Tokenised up front in this thread: a fast tokenizer must not be called from two threads.
-        features = [self.model.preprocess([texts[i] for i in batch]) for batch in batches]
-
-        def forward(batch_features) -> np.ndarray:
-            return self.model(batch_features)["sentence_embedding"].to(torch.float32).numpy()
-
-        for batch, vectors in zip(batches, run_batches(forward, features)):
-            out[batch] = vectors.reshape(len(batch), self.dim)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                vectors = self.model.encode(
+                    [texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False
+                )
+                out[batch] = np.asarray(vectors, dtype=np.float32).reshape(len(batch), self.dim)
         return out
 
     def _weights_sha256(self) -> str | None:

@@ -23,10 +23,9 @@ product), so its fusions only win back part of the non-GEMM 33%, and it needs th
 package plus an export step. So fp32 stays on the default eager path with unchanged numerics, and
 its cache identity is unchanged (no ``runtime`` key).
 
-What the fp32 path does add: ``torch.inference_mode``; one worker thread per CPU this process may
+What the fp32 path does add: ``torch.inference_mode``, intra-op threads = the CPUs this process may
 run on (``os.sched_getaffinity``; torch's default counts the machine's cores, which oversubscribes
-a CPU-limited container), each encoding whole batches on one intra-op thread (:func:`run_batches`);
-and batches formed by *token* count (documents are already sorted
+a CPU-limited container), and batches formed by *token* count (documents are already sorted
 longest first by ``harness.cache.encode_in_blocks``, by characters; sorting a block by tokens cuts
 padded tokens from 4.4% to 0.2% on scifact, 3.3% to 0.3% on nfcorpus).
 
@@ -108,34 +107,6 @@ def configure_threads() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
-
-
-def run_batches(forward, batches: list) -> list:
-    """``[forward(b) for b in batches]`` under ``torch.inference_mode``, run data-parallel: one
-    worker thread per CPU (:func:`configure_threads`), each on one intra-op thread (torch releases
-    the GIL inside its ops). Per batch the arithmetic is the same as with one thread, so the
-    results are too (MiniLM and pico vectors equal the op-parallel path's, max abs difference 0.0 on
-    SciFact documents). Why data- rather than op-parallel: the intra-op pool synchronises its threads
-    at every op, and with small matrices (pico is 80 wide) or a busy neighbour core the threads
-    wait for each other; independent batches never do (measurements: benchmarks/README.md).
-    Tokenise before calling: a fast tokenizer must not be used from two threads at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = min(configure_threads(), len(batches))
-
-    def run(batch):
-        with torch.inference_mode():
-            return forward(batch)
-
-    if workers <= 1:
-        return [run(b) for b in batches]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(run, batches))
-    finally:
-        torch.set_num_threads(previous)
 
 
 class Int8DynamicLinear(torch.nn.Module):
