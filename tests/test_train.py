@@ -192,6 +192,9 @@ def test_holdout_split_leaves_its_queries_out(tmp_path):
     assert dev_text in full.queries and dev_text not in held.queries
     assert len(held.queries) == len(full.queries) - 1 == held.t_queries.shape[0] == held.topk.shape[0]
     assert held.kinds.count("query") == full.kinds.count("query") - 1
+    cfg["data"]["holdout_splits"] = ["deev"]  # a typo must not silently hold out nothing
+    with pytest.raises(HarnessError, match="deev"):
+        load_pools(cfg, teacher)
 
 
 def test_loss_plot(tmp_path):

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
 from harness.train.common import Checkpointer, candidate_batcher, data_root, kl_teacher_student, plot_losses, seed_everything
-from harness.train.distill import StageRunner, _swap_in, load_pools
+from harness.train.distill import StageRunner, _swap_in, load_dense_base, load_pools
 from harness.train.teacher import Teacher
 
 
@@ -40,16 +40,6 @@ def fde_scores(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: tor
     fq = fde.encode_points(q[qmask], qmask.sum(1).numpy(), documents=False)
     fd = fde.encode_points(d[dmask], dmask.sum(1).numpy(), documents=True)
     return torch.nn.functional.normalize(fq, dim=-1) @ torch.nn.functional.normalize(fd, dim=-1).T
-
-
-def load_dense_base(path: str | Path):
-    from harness.models.berthash import load_berthash
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise HarnessError(f"{path}: no trained dense pico here; train it first "
-                           "(python -m harness train --config harness/train/configs/pico.toml)")
-    return load_berthash(path)
 
 
 def new_colbert(cfg: dict):

@@ -47,7 +47,7 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
     dcfg = cfg["data"]
     root = data_root(cfg)
     bm25_weight = float(cfg["teacher"].get("bm25_weight", 0.0))
-    pools, summary_ds, summary_q = [], [], {}
+    pools, summary_ds, summary_q, found_splits = [], [], {}, set()
     for name in datasets if datasets is not None else dcfg["datasets"]:
         ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
         tdata.assert_no_test_leak(ds)
@@ -55,9 +55,12 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
                                  use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"])
         t_q = teacher.encode([q.text for q in qs], name=f"{ds.name}-queries")  # cache key: all queries
         t_d = teacher.encode(ds.docs, name=f"{ds.name}-docs")
-        held_out = {qid for split in dcfg.get("holdout_splits", [])
-                    if (root / ds.name / "qrels" / f"{split}.tsv").exists()  # scifact has no dev
-                    for qid in tdata.read_qrels(root / ds.name / "qrels" / f"{split}.tsv")}
+        held_out = set()
+        for split in dcfg.get("holdout_splits", []):
+            path = root / ds.name / "qrels" / f"{split}.tsv"
+            if path.exists():  # scifact has no dev split
+                held_out |= set(tdata.read_qrels(path))
+                found_splits.add(split)
         keep = [i for i, q in enumerate(qs) if q.qid not in held_out]
         qs, t_q = [qs[i] for i in keep], t_q[keep]
         q_texts = [q.text for q in qs]
@@ -68,7 +71,22 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
         pools.append(pool)
         summary_ds.append(ds)
         summary_q[ds.name] = qs
+    missing = set(dcfg.get("holdout_splits", [])) - found_splits
+    if missing:
+        raise HarnessError(f"data.holdout_splits: no dataset has qrels/{sorted(missing)[0]}.tsv")
     return pools, tdata.recipe_summary(summary_ds, summary_q)
+
+
+def load_dense_base(path: str | Path):
+    """The BertHash encoder of a trained dense pico folder (a one-line error naming the train
+    command when the folder holds none)."""
+    from harness.models.berthash import load_berthash
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise HarnessError(f"{path}: no trained dense pico here; train it first "
+                           "(python -m harness train --config harness/train/configs/pico.toml)")
+    return load_berthash(path)
 
 
 class PCA:
@@ -250,8 +268,6 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
     if cfg.get("init", {}).get("teacher_word_pca", False):
         init_words_from_teacher(mlm.bert, cfg["init"].get("word_std", 0.05))
     if cfg.get("init", {}).get("from"):  # continue from a trained dense pico folder
-        from harness.train.colbert_kd import load_dense_base
-
         mlm.bert.load_state_dict(load_dense_base(cfg["init"]["from"]).state_dict())
     student = DenseStudent(mlm.bert, tok)
     if ckpt.resumed:
