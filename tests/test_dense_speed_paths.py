@@ -59,6 +59,7 @@ def test_fp32_batching_matches_plain_sentence_transformers(tiny_model):
         np.testing.assert_allclose(vectors, reference, rtol=0, atol=2e-5)
         np.testing.assert_allclose(encoder.encode_queries(TEXTS[::-1]), reference[::-1], rtol=0, atol=2e-5)
     assert encoder.encode_documents([]).shape == (0, encoder.dim)
+    assert not encoder._sort_by_tokens  # 80 wide: batches sorted by characters, no extra tokenisation
 
 
 def test_fp32_provenance_keys_unchanged(tiny_model):

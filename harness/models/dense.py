@@ -27,6 +27,7 @@ from harness.errors import HarnessError
 from harness.models.weights import folder_sha256, require_safetensors
 
 PRECISIONS = ("fp32", "int8")
+TOKEN_SORT_MIN_HIDDEN = 256
 
 
 class DenseEncoder:
@@ -91,6 +92,15 @@ class DenseEncoder:
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
 
+    @property
+    def _sort_by_tokens(self) -> bool:
+        """Sort batches by token count (an extra tokenisation pass) only for models at least
+        ``TOKEN_SORT_MIN_HIDDEN`` wide. For MiniLM it cuts padding from 4.4% to 0.2% for ~1% of the
+        time. For pico, whose forward pass is ~2 ms per document, the pass costs more than the padding
+        it saves, so narrow models sort by characters, as sentence-transformers does."""
+        config = getattr(getattr(self.model[0], "auto_model", None), "config", None)
+        return int(getattr(config, "hidden_size", 0) or self.dim) >= TOKEN_SORT_MIN_HIDDEN
+
     def _token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text after truncation (characters if the tokenizer cannot say)."""
         tokenizer = getattr(self.model, "tokenizer", None)
@@ -113,7 +123,7 @@ class DenseEncoder:
         if not texts:
             return out
         configure_threads()
-        lengths = self._token_lengths(texts)
+        lengths = self._token_lengths(texts) if self._sort_by_tokens else [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
