@@ -6,9 +6,9 @@ are L2-normalised is the model's own choice (its Normalize module), recorded in 
 Precision: ``"fp32"`` (default) runs PyTorch eager with SDPA attention, the reference numerics;
 ``"int8"`` quantises the transformer's Linear layers dynamically (int8 GEMMs, ~1.8x faster per CPU
 second on MiniLM; ndcg@10 moved -0.0026 on NFCorpus and +0.0102 on SciFact, results/minilm-int8).
-Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in batches of similar *token* counts (the caller
-sorts documents by characters; for models at least ``TOKEN_SORT_MIN_HIDDEN`` wide a block is
-re-sorted by tokens here), under ``torch.inference_mode``
+Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in
+batches of similar length (the caller sorts documents by characters; for models at least
+``TOKEN_SORT_MIN_HIDDEN`` wide a block is re-sorted by tokens here), under ``torch.inference_mode``
 with one intra-op thread per CPU this process may use.
 
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,

@@ -155,14 +155,10 @@ class FDE:
         start = 0
         while start < len(tokens):
             stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_TOKENS, "right")))
-            out[start:stop] = self._encode_block(tokens[start:stop], lengths[start:stop], documents).numpy()
+            points = torch.from_numpy(np.concatenate(tokens[start:stop]).astype(np.float32, copy=False))
+            out[start:stop] = self.encode_points(points, lengths[start:stop], documents).numpy()
             start = stop
         return out
-
-    def _encode_block(self, tokens: list[np.ndarray], lengths: np.ndarray, documents: bool) -> torch.Tensor:
-        """(n, dims) FDEs of one block of texts."""
-        return self.encode_points(torch.from_numpy(np.concatenate(tokens).astype(np.float32, copy=False)),
-                                  lengths, documents)
 
     def encode_points(self, points: torch.Tensor, lengths: np.ndarray, documents: bool) -> torch.Tensor:
         """(n, dims) FDEs of n texts whose tokens are stacked in ``points`` (sum(lengths), token_dim);

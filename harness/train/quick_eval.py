@@ -122,16 +122,22 @@ def eval_teacher(folder, split: str = "test", bm25_weights=(0.0,), max_len: int 
     """ndcg@10 of the teacher score used for distillation, MiniLM cosine + w * normalised BM25
     (:class:`harness.train.common.Pool`), for each w in ``bm25_weights``. The teacher is not
     trained, so any judged split is a fair measurement of it; ``bm25_weight`` was chosen on dev."""
-    from harness.train.common import normalised_bm25
+    from dataclasses import replace
+
+    from harness.train.common import Pool, normalised_bm25
     from harness.train.teacher import Teacher
 
     folder = Path(folder)
     ds = load_dataset(folder)
     qids, qtexts, qrels = load_judged(folder, split)
     teacher = Teacher(max_len=max_len)
-    cosine = teacher._encode_raw(qtexts) @ teacher.encode(ds.docs, name=f"{folder.name}-docs").T
-    lexical = normalised_bm25(qtexts, ds.docs)
-    return {w: ndcg10(run_from_finite(cosine + w * lexical, qids, ds.doc_ids), qrels) for w in bm25_weights}
+    n = len(qtexts)
+    pool = Pool(folder.name, ds.docs, qtexts, teacher.encode(ds.docs, name=f"{folder.name}-docs"),
+                teacher._encode_raw(qtexts), np.zeros((n, 0), dtype=np.int64), [()] * n, ["query"] * n,
+                normalised_bm25(qtexts, ds.docs))
+    every_query, every_doc = np.arange(n), np.arange(len(ds.docs))
+    return {w: ndcg10(run_from_finite(replace(pool, lexical_weight=w).teacher_scores(every_query, every_doc),
+                                      qids, ds.doc_ids), qrels) for w in bm25_weights}
 
 
 def main(argv: list[str] | None = None) -> int:
