@@ -23,7 +23,8 @@ Sides (each in its own subprocess, so each has its own peak RSS):
 * ``st``: the peer the harness replaces, plain ``SentenceTransformer.encode`` (PyTorch eager, SDPA,
   ``threads`` intra-op threads working on one batch at a time);
 * ``torch``: the harness's own path, ``harness.models.dense.DenseEncoder`` (the same PyTorch eager
-  forward pass and ``threads`` intra-op threads, one ``encode`` call per length-sorted batch);
+  forward pass; for a model as narrow as pico, length-sorted batches run data-parallel by
+  ``threads`` workers of one intra-op thread each);
 * ``ort``: the same model exported with ``torch.onnx.export`` (locally) and run by ONNX Runtime
   (graph optimisations ALL), tokenisation and mean pooling as the harness does. Needs ``onnx``.
 

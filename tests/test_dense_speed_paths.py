@@ -1,7 +1,8 @@
 """The dense encoder's speed paths give the numbers they should (tiny random models, seconds).
 
-* fp32: token-sorted batching under inference mode equals plain sentence-transformers encoding, for
-  any batch size, empty texts included, in input order;
+* fp32: both batching paths (narrow models: batches run data-parallel; wide ones: batches sorted
+  by tokens, one at a time) equal plain sentence-transformers encoding, for any batch size, empty
+  texts included, in input order, and the data-parallel vectors do not depend on the worker count;
 * int8: the quantised Linear matches float Linear to int8 accuracy, the quantised encoder stays
   close to fp32 (cosine), and its provenance marks the precision so it never shares a cache entry
   with fp32 vectors, while the fp32 provenance keys the cache reads are unchanged.
@@ -46,8 +47,14 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-def test_fp32_batching_matches_plain_sentence_transformers(tiny_model):
+@pytest.mark.parametrize("token_sort", [False, True], ids=["narrow-data-parallel", "wide-token-sorted"])
+def test_fp32_batching_matches_plain_sentence_transformers(tiny_model, token_sort, monkeypatch):
     from sentence_transformers import SentenceTransformer
+
+    from harness.models import dense
+
+    if token_sort:  # take the path MiniLM-wide models take (sorted by tokens, one batch at a time)
+        monkeypatch.setattr(dense, "TOKEN_SORT_MIN_HIDDEN", 0)
 
     reference = SentenceTransformer(tiny_model, device="cpu", trust_remote_code=True).encode(
         TEXTS, batch_size=3, convert_to_numpy=True
@@ -59,7 +66,25 @@ def test_fp32_batching_matches_plain_sentence_transformers(tiny_model):
         np.testing.assert_allclose(vectors, reference, rtol=0, atol=2e-5)
         np.testing.assert_allclose(encoder.encode_queries(TEXTS[::-1]), reference[::-1], rtol=0, atol=2e-5)
     assert encoder.encode_documents([]).shape == (0, encoder.dim)
-    assert not encoder._sort_by_tokens  # 80 wide: batches sorted by characters, no extra tokenisation
+    assert encoder._sort_by_tokens == token_sort  # pico is 80 wide: no extra tokenisation by default
+
+
+def test_data_parallel_vectors_do_not_depend_on_the_worker_count(tiny_model, monkeypatch):
+    import harness.models.runtime as runtime
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch_threads = torch.get_num_threads()
+    try:
+        encoder = DenseEncoder("pico", tiny_model, batch_size=2, trust_remote_code=True)
+        monkeypatch.setattr(runtime, "cpu_threads", lambda: 1)
+        one = encoder.encode_documents(TEXTS)
+        monkeypatch.setattr(runtime, "cpu_threads", lambda: 3)
+        three = encoder.encode_documents(TEXTS)
+        np.testing.assert_array_equal(one, three)  # same batches, same arithmetic, input order kept
+        assert torch.get_num_threads() == 3  # the workers' one-thread setting does not leak out
+        assert runtime.run_batches_data_parallel(lambda b: b * 2, [1, 2, 3, 4]) == [2, 4, 6, 8]
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def test_fp32_provenance_keys_unchanged(tiny_model):

@@ -7,9 +7,10 @@ Precision: ``"fp32"`` (default) runs PyTorch eager with SDPA attention, the refe
 ``"int8"`` quantises the transformer's Linear layers dynamically (int8 GEMMs, ~1.8x faster per CPU
 second on MiniLM; ndcg@10 moved -0.0026 on NFCorpus and +0.0102 on SciFact, results/minilm-int8).
 Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in
-batches of similar length (the caller sorts documents by characters; for models at least
-``TOKEN_SORT_MIN_HIDDEN`` wide a block is re-sorted by tokens here), under ``torch.inference_mode``
-with one intra-op thread per CPU this process may use.
+batches of similar length (the caller sorts documents by characters; models at least
+``TOKEN_SORT_MIN_HIDDEN`` wide re-sort a block by tokens here and run one batch at a time on one
+intra-op thread per CPU this process may use; narrower ones, like pico, run their batches
+data-parallel, one worker per CPU), under ``torch.inference_mode``.
 
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
 pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
@@ -115,24 +116,36 @@ class DenseEncoder:
             return [len(t) for t in texts]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """Length-sorted batches, each tokenised and run through the model as ``encode`` would.
+        Wide models: sorted by tokens, one batch at a time on all intra-op threads (bounded memory).
+        Narrow models: sorted by characters, tokenised up front, batches run data-parallel."""
         import torch
 
-        from harness.models.runtime import configure_threads
+        from harness.models.runtime import configure_threads, run_batches_data_parallel
 
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         configure_threads()
-        lengths = self._token_lengths(texts) if self._sort_by_tokens else [len(t) for t in texts]
+        wide = self._sort_by_tokens
+        lengths = self._token_lengths(texts) if wide else [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+        def tokenise(batch: list[int]) -> dict:
+            return self.model.preprocess([texts[i] for i in batch])
+
+        def forward(features: dict) -> np.ndarray:
+            return self.model(features)["sentence_embedding"].to(torch.float32).numpy()
+
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                vectors = self.model.encode(
-                    [texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False
-                )
-                out[batch] = np.asarray(vectors, dtype=np.float32).reshape(len(batch), self.dim)
+            if wide:
+                vectors = (forward(tokenise(batch)) for batch in batches)
+            else:
+                vectors = run_batches_data_parallel(forward, [tokenise(batch) for batch in batches])
+            for batch, batch_vectors in zip(batches, vectors):
+                out[batch] = batch_vectors.reshape(len(batch), self.dim)
         return out
 
     def _weights_sha256(self) -> str | None:

@@ -27,7 +27,10 @@ What the fp32 path does add: ``torch.inference_mode``, intra-op threads = the CP
 run on (``os.sched_getaffinity``; torch's default counts the machine's cores, which oversubscribes
 a CPU-limited container), and batches formed by *token* count (documents are already sorted
 longest first by ``harness.cache.encode_in_blocks``, by characters; sorting a block by tokens cuts
-padded tokens from 4.4% to 0.2% on scifact, 3.3% to 0.3% on nfcorpus).
+padded tokens from 4.4% to 0.2% on scifact, 3.3% to 0.3% on nfcorpus). Models narrower than
+``harness.models.dense.TOKEN_SORT_MIN_HIDDEN`` keep the character order (the extra tokenisation
+costs them more than the padding it saves) and run their batches data-parallel
+(:func:`run_batches_data_parallel`).
 
 int8: dynamic quantisation with fp32 outlier channels
 ------------------------------------------------------
@@ -107,6 +110,34 @@ def configure_threads() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def run_batches_data_parallel(forward, batches: list) -> list:
+    """``[forward(b) for b in batches]``, run by one worker thread per CPU (:func:`configure_threads`),
+    each on one intra-op thread (torch releases the GIL inside its ops); results in input order.
+    Per batch the arithmetic is the one-thread arithmetic, so the results do not depend on the
+    number of workers. Why: for narrow models (pico is 80 wide) the intra-op pool synchronises its
+    threads at every one of many tiny ops, and independent batches never wait for each other
+    (benchmarks/README.md). Memory: one batch's activations per worker, so it is for narrow models
+    only (MiniLM's peak RSS rose from ~1045 to ~1875 MB this way). Call under inference mode and
+    tokenise first: a fast tokenizer must not be used from two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(configure_threads(), len(batches))
+    if workers <= 1:
+        return [forward(b) for b in batches]
+
+    def run(batch):
+        with torch.inference_mode():  # thread-local: each worker enters it itself
+            return forward(batch)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(run, batches))
+    finally:
+        torch.set_num_threads(previous)
 
 
 class Int8DynamicLinear(torch.nn.Module):
