@@ -283,3 +283,34 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     assert model.document_length == 300 and model.token_dim == 80  # training-time length not shipped
     q = model.encode_queries(["a query about cancer"])[0]
     assert q.shape == (32, 80)
+
+
+def test_self_check_scores_fdes_by_inner_product_and_by_cosine(small_beir):
+    """The txtai-mode row scores FDEs by cosine; the self-check reports that beside inner product
+    (a model can rank well by one and badly by the other, as a colbert-pico candidate did)."""
+    import zlib
+
+    from harness.train.quick_eval import eval_colbert
+
+    def encode_tokens(texts, kind):  # one 16-d one-hot per word, hashed
+        out = []
+        for text in texts:
+            words = text.lower().split() or [""]
+            t = torch.zeros(len(words), 16)
+            t[torch.arange(len(words)), torch.tensor([zlib.crc32(w.encode()) % 16 for w in words])] = 1.0
+            out.append(t)
+        return out
+
+    def fde(doc_scale):
+        def encode(tokens, kind):
+            x = np.stack([t.sum(0).numpy() for t in tokens])
+            if kind == "doc":
+                x = x * doc_scale(len(tokens))[:, None]
+            return x
+        return encode
+
+    plain = eval_colbert(encode_tokens, small_beir, fde_encode=fde(lambda n: np.ones(n)))
+    scaled = eval_colbert(encode_tokens, small_beir, fde_encode=fde(lambda n: 1.0 + 10.0 * (np.arange(n) % 3)))
+    assert {"maxsim", "muvera_fde", "muvera_fde_cosine"} <= set(plain)
+    assert scaled["muvera_fde_cosine"] == plain["muvera_fde_cosine"]  # cosine ignores document norms
+    assert scaled["muvera_fde"] != plain["muvera_fde"]  # inner product does not
