@@ -11,7 +11,7 @@
 # self-check now prints `muvera_fde_cosine` too (the first four waves ran before it existed); the
 # fifth wave shows the cosine column would have caught it: reference 0.2096, teacher_scale 5 0.1328.
 # Run from the repository root:  bash harness/train/pilots/2026-11-28-colbert-kd-settings.sh
-# (about 50 min on 2 cores; prints the [eval] lines quoted in the model card).
+# (about 60 min on 2 cores; prints the [eval] lines quoted in the model card).
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 work=$(mktemp -d)
@@ -38,4 +38,8 @@ arm teacher_scale_2.5 --set kd.teacher_scale=2.5 & arm teacher_scale_7 --set kd.
 # have seen it, had it scored FDEs by cosine (the muvera_fde_cosine column)? The reference arm is the
 # third release's settings.
 arm reference & arm teacher_scale_5_again --set kd.teacher_scale=5 & wait
+# sixth wave, for the next release: can the softer teacher keep the cosine FDE? teacher_scale 10 by
+# the cosine column, and teacher_scale 5 with the FDE-aware term (KL against the cosine of FDEs). Got: scale 10
+# cosine FDE 0.2076 (kept); scale 5 + FDE term 0.2402 / 0.2420 / cosine FDE 0.1649 (worse everywhere).
+arm teacher_scale_10_again --set kd.teacher_scale=10 & arm teacher_scale_5+fde_weight_1 --set kd.teacher_scale=5 --set kd.fde_weight=1.0 & wait
 rm -rf "$work"
