@@ -189,13 +189,14 @@ class DenseEncoderAdapter:
         return self.inner.provenance()
 
     def encode_documents(self, texts):
-        return _l2(self.inner.encode_documents(texts))
+        return l2_normalise(self.inner.encode_documents(texts))
 
     def encode_queries(self, texts):
-        return _l2(self.inner.encode_queries(texts))
+        return l2_normalise(self.inner.encode_queries(texts))
 
 
-def _l2(vectors: np.ndarray) -> np.ndarray:
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """(n, d) float32 rows scaled to unit L2 norm (zero rows stay zero): what cosine scoring searches."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -303,7 +304,7 @@ class FDEStage(Stage):
                 "similarity": self.similarity}
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
-        return _l2(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
+        return l2_normalise(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
 
     def retrieve(self, dataset, k, log):
         tokens = self.tokens.documents(dataset, log)

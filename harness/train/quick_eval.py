@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.pipeline import l2_normalise
 from harness.train.data import _find, _open_text, load_dataset, read_qrels
 
 
@@ -105,20 +106,15 @@ def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None, spli
     ms = maxsim_scores(q_tok, d_tok)
     res = {"maxsim": ndcg10(run_from_finite(ms, qids, ds.doc_ids), qrels)}
     if dense_encode is not None:
-        dense = _unit_rows(dense_encode(qtexts, "query")) @ _unit_rows(dense_encode(ds.docs, "doc")).T
+        dense = l2_normalise(dense_encode(qtexts, "query")) @ l2_normalise(dense_encode(ds.docs, "doc")).T
         res["dense"] = ndcg10(run_from_finite(dense, qids, ds.doc_ids), qrels)
         res["dense+rerank100"] = ndcg10(run_from_finite(rerank(dense, ms, 100), qids, ds.doc_ids), qrels)
     if fde_encode is not None:
         fq, fd = fde_encode(q_tok, "query"), fde_encode(d_tok, "doc")
         res["muvera_fde"] = ndcg10(run_from_finite(fq @ fd.T, qids, ds.doc_ids), qrels)
-        # what the txtai-mode muvera-pico row scores: a model can rank well by one and badly by the other
-        res["muvera_fde_cosine"] = ndcg10(run_from_finite(_unit_rows(fq) @ _unit_rows(fd).T, qids, ds.doc_ids), qrels)
+        # the txtai-mode muvera-pico row's cosine (same normalisation): a model can rank well by one and badly by the other
+        res["muvera_fde_cosine"] = ndcg10(run_from_finite(l2_normalise(fq) @ l2_normalise(fd).T, qids, ds.doc_ids), qrels)
     return res
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """(n, d) rows scaled to unit L2 norm (zero rows stay zero)."""
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
 
 
 @torch.no_grad()
