@@ -314,3 +314,45 @@ def test_self_check_scores_fdes_by_inner_product_and_by_cosine(small_beir):
     assert {"maxsim", "muvera_fde", "muvera_fde_cosine"} <= set(plain)
     assert scaled["muvera_fde_cosine"] == plain["muvera_fde_cosine"]  # cosine ignores document norms
     assert scaled["muvera_fde"] != plain["muvera_fde"]  # inner product does not
+    # the FDE's top 100 reranked by maxsim: on a corpus of under 100 documents that is full maxsim
+    assert plain["muvera_fde_cosine+rerank100"] == scaled["muvera_fde_cosine+rerank100"] == plain["maxsim"]
+
+
+def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
+    """``[average]``: each member trains as its own run; the shipped weights are the weighted mean."""
+    from harness.models.colbert import ColBERT
+    from harness.train.soup import train_colbert_average
+
+    overrides = tiny_overrides(tmp_path, tiny_dense["root"]) + [
+        f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
+        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false",
+        'average.members=[[], ["kd.teacher_scale=5.0", "kd.lr=0.01"]]', "average.weights=[0.25, 0.75]",
+        f"run.out={json.dumps(str(tmp_path / 'soup'))}"]
+    cfg = common.load_config(CONFIGS / "colbert-pico.toml", overrides)
+    info = train_colbert_average(cfg, teacher=tiny_dense["teacher"])
+    run = tmp_path / "run"
+    a, b, soup = (ColBERT.load(p).encoder.state_dict() for p in (run / "member-0" / "model", run / "member-1" / "model", tmp_path / "soup"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the members differ
+    for k in a:
+        torch.testing.assert_close(soup[k], 0.25 * a[k] + 0.75 * b[k])
+    assert [m["weight"] for m in info["average"]] == [0.25, 0.75]
+    card = (tmp_path / "soup" / "README.md").read_text()
+    assert "0.75 x (kd.teacher_scale=5.0 kd.lr=0.01)" in card
+    # the member with no overrides is exactly a plain run of the config
+    from harness.train.colbert_kd import train_colbert
+
+    plain = common.load_config(CONFIGS / "colbert-pico.toml", overrides + [
+        f"run.run_dir={json.dumps(str(tmp_path / 'plain-run'))}", "average.members=[]", "average.weights=[]"])
+    train_colbert(plain, teacher=tiny_dense["teacher"], out_dir=tmp_path / "plain")
+    p = ColBERT.load(tmp_path / "plain").encoder.state_dict()
+    assert all(torch.equal(p[k], a[k]) for k in a)
+
+
+def test_average_config_errors():
+    from harness.train.soup import members
+
+    assert members({"average": {"members": [], "weights": []}}) == []
+    with pytest.raises(HarnessError, match="one weight per member"):
+        members({"average": {"members": [[], ["kd.lr=1e-3"]], "weights": [1.0]}})
+    with pytest.raises(HarnessError, match="sum to 1"):
+        members({"average": {"members": [[], ["kd.lr=1e-3"]], "weights": [0.5, 0.6]}})

@@ -54,8 +54,9 @@ def train_from_config(config: str | Path, overrides: list[str] | None = None, re
         return train_dense(cfg, resume=resume)
     if kind == "colbert":
         from harness.train.colbert_kd import train_colbert
+        from harness.train.soup import members, train_colbert_average
 
-        return train_colbert(cfg, resume=resume)
+        return train_colbert_average(cfg, resume=resume) if members(cfg) else train_colbert(cfg, resume=resume)
     from harness.errors import HarnessError
 
     raise HarnessError(f"{config}: run.kind must be 'dense' or 'colbert', not {kind!r}")

@@ -89,6 +89,9 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
     lines += ["## Run", "",
               f"- seed: {info['seed']} (batches are a pure function of seed, stage and step)",
               "- steps: " + ", ".join(f"{k} {v}" for k, v in info["steps"].items()),
+              *(["- shipped weights: the parameter-wise average of the runs above (trained side by side, one "
+                 "process each): " + ", ".join(f"{m['weight']:g} x ({' '.join(m['overrides']) or 'as configured'})"
+                                              for m in info["average"])] if info.get("average") else []),
               f"- wall time (training, this machine, 2 shared CPU cores, {info.get('threads')} torch threads): "
               f"{_fmt_secs(info['wall_seconds'])}",
               "- per-stage wall time (cumulative): " + ", ".join(

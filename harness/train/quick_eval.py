@@ -80,6 +80,7 @@ def maxsim_scores(qs: list[torch.Tensor], docs: list[torch.Tensor], doc_batch: i
 def rerank(first: np.ndarray, second: np.ndarray, k: int = 100) -> np.ndarray:
     """Keep ``first``'s top-k per query, ordered by ``second``; everything else scores -inf."""
     out = np.full_like(second, -np.inf)
+    k = min(k, first.shape[1])
     top = np.argpartition(-first, k - 1, axis=1)[:, :k]
     rows = np.arange(first.shape[0])[:, None]
     out[rows, top] = second[rows, top]
@@ -99,7 +100,8 @@ def run_from_finite(scores: np.ndarray, qids, doc_ids, k: int = 100):
 def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None, split: str = "test") -> dict:
     """Full maxsim ndcg@10 (``encode_tokens(texts, kind)`` -> list of (n_tokens, d) tensors); with
     ``dense_encode`` also dense top-100 -> maxsim rerank; with ``fde_encode(token_list, kind) ->
-    (n, dim)`` also MUVERA-FDE single-vector retrieval, by inner product and by cosine."""
+    (n, dim)`` also MUVERA-FDE single-vector retrieval, by inner product and by cosine, and the
+    cosine FDE's top 100 reranked by maxsim (the txtai-mode ``muvera-pico+rerank`` row)."""
     ds = load_dataset(folder)
     qids, qtexts, qrels = load_judged(folder, split)
     q_tok, d_tok = encode_tokens(qtexts, "query"), encode_tokens(ds.docs, "doc")
@@ -113,7 +115,9 @@ def eval_colbert(encode_tokens, folder, dense_encode=None, fde_encode=None, spli
         fq, fd = fde_encode(q_tok, "query"), fde_encode(d_tok, "doc")
         res["muvera_fde"] = ndcg10(run_from_finite(fq @ fd.T, qids, ds.doc_ids), qrels)
         # the txtai-mode muvera-pico row's cosine (same normalisation): a model can rank well by one and badly by the other
-        res["muvera_fde_cosine"] = ndcg10(run_from_finite(l2_normalise(fq) @ l2_normalise(fd).T, qids, ds.doc_ids), qrels)
+        fde_cosine = l2_normalise(fq) @ l2_normalise(fd).T
+        res["muvera_fde_cosine"] = ndcg10(run_from_finite(fde_cosine, qids, ds.doc_ids), qrels)
+        res["muvera_fde_cosine+rerank100"] = ndcg10(run_from_finite(rerank(fde_cosine, ms, 100), qids, ds.doc_ids), qrels)
     return res
 
 
