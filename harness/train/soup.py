@@ -7,9 +7,10 @@ one) with its own run folder and checkpoints, so ``--resume`` resumes each of th
 weights are sum_i weight_i * member_i, parameter by parameter.
 
 Why: on colbert-pico, a softer teacher (``kd.teacher_scale`` 5) ranks better by maxsim but its FDEs
-rank worse by cosine, while the sharp teacher (20) keeps the FDEs; in the nfcorpus dev pilots the
-average of the two did better than the sharp run on every column (see the model card), which no
-single setting did. Fine-tunes from one start lie in one basin, which is what makes the average work.
+rank worse by cosine, while the sharp teacher (20) keeps the FDEs. Runs fine-tuned from one start
+can often be averaged into a model that keeps the strengths of both. For colbert-pico this held in
+800-step dev pilots but not at the full 5,000 steps (model card), so the shipped config trains one
+run; the option rebuilds that attempt and serves the next one.
 """
 
 from __future__ import annotations
