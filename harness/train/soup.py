@@ -15,7 +15,6 @@ run; the option rebuilds that attempt and serves the next one.
 
 from __future__ import annotations
 
-import copy
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -72,10 +71,9 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
 
     plan = members(cfg)
     t0 = time.time()
-    # fill the teacher cache once here, so the members only read it
     in_process = teacher is not None
     teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
-    _, recipe = load_pools(cfg, teacher)
+    _, recipe = load_pools(cfg, teacher)  # fills the teacher cache once, so the members only read it
     prep = time.time() - t0
     configs = [member_config(cfg, sets, i) for i, (sets, _) in enumerate(plan)]
     outs = [str(Path(c["run"]["run_dir"]) / "model") for c in configs]
@@ -100,8 +98,7 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
         "teacher_max_len": teacher.max_len,
         "init_from": cfg["model"]["init_from"],
         "steps": {f"kd ({lab})": i["steps"]["kd"] for lab, i in zip(label, infos)},
-        "average": [{"overrides": sets, "weight": w, "wall_seconds": i["wall_seconds"]}
-                    for (sets, w), i in zip(plan, infos)],
+        "average": [{"overrides": sets, "weight": w} for sets, w in plan],
         "stage_wall": {f"kd ({lab})": i["wall_seconds"] for lab, i in zip(label, infos)},
         "teacher_prep_seconds_this_run": prep + sum(i["teacher_prep_seconds_this_run"] for i in infos),
         "wall_seconds": max(i["wall_seconds"] for i in infos),  # the members train side by side
@@ -109,5 +106,5 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
         "history": {f"kd ({lab})": i["history"]["kd"] for lab, i in zip(label, infos)},
         "threads": infos[0]["threads"],
     }
-    save_colbert(model, Path(cfg["run"]["out"]), info, copy.deepcopy(cfg))
+    save_colbert(model, Path(cfg["run"]["out"]), info, cfg)
     return info
