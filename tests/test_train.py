@@ -273,6 +273,7 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
         f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
         "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false", "kd.fde_weight=1.0",
+        "kd.fde_teacher_scale=20.0", "kd.teacher_scale_end=10.0",
         "teacher.bm25_weight=0.5"])
     out = tmp_path / "colbert"
     info = train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=out)
@@ -356,3 +357,11 @@ def test_average_config_errors():
         members({"average": {"members": [[], ["kd.lr=1e-3"]], "weights": [1.0]}})
     with pytest.raises(HarnessError, match="sum to 1"):
         members({"average": {"members": [[], ["kd.lr=1e-3"]], "weights": [0.5, 0.6]}})
+
+
+def test_teacher_scale_schedule():
+    from harness.train.colbert_kd import teacher_scale
+
+    assert [teacher_scale({"teacher_scale": 20.0, "teacher_scale_end": 0.0, "steps": 5}, s) for s in (0, 4)] == [20.0, 20.0]
+    sched = {"teacher_scale": 5.0, "teacher_scale_end": 20.0, "steps": 5}
+    assert [teacher_scale(sched, s) for s in range(5)] == [5.0, 8.75, 12.5, 16.25, 20.0]

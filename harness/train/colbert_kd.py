@@ -3,6 +3,8 @@ bias-free 80 -> 80 Dense) trained by knowledge distillation on UN-normalised tea
 KL(softmax(teacher_scale * teacher cosine) || softmax(student_scale * raw maxsim)) over each
 query's candidate list scored against all candidates of the batch (in-batch). No min-max
 normalisation of either score set (NeuML's cards: keeps the model usable under MUVERA).
+Options tried in pilots and left off (model card): a teacher-scale schedule (``kd.teacher_scale_end``)
+and an FDE-aware KL term (``kd.fde_weight``, with its own target scale ``kd.fde_teacher_scale``).
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
         q, qm = model.forward_queries([pool.queries[i] for i in qidx])
         d, dm = model.forward_documents([pool.docs[i] for i in docs])
         s_scores = maxsim(q, qm, d, dm) * kc["student_scale"]
-        t_scores = torch.from_numpy(pool.teacher_scores(qidx, docs)) * kc["teacher_scale"]
-        loss = kl_teacher_student(s_scores, t_scores)
+        t_scores = torch.from_numpy(pool.teacher_scores(qidx, docs))
+        loss = kl_teacher_student(s_scores, t_scores * teacher_scale(kc, step))
         if kc.get("fde_weight"):
-            loss = loss + kc["fde_weight"] * kl_teacher_student(fde_scores(q, qm, d, dm, rng) * kc["fde_scale"], t_scores)
+            fde_target = t_scores * (kc.get("fde_teacher_scale") or teacher_scale(kc, step))
+            loss = loss + kc["fde_weight"] * kl_teacher_student(fde_scores(q, qm, d, dm, rng) * kc["fde_scale"], fde_target)
         return loss
 
     model.encoder.train()
@@ -111,6 +114,16 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
     }
     save_colbert(model, Path(out_dir or cfg["run"]["out"]), info, cfg)
     return info
+
+
+def teacher_scale(kc: dict, step: int) -> float:
+    """The teacher's logit scale at ``step``: ``kd.teacher_scale``, or, with ``kd.teacher_scale_end``
+    set (> 0), moving linearly from the first to the second over the run (soft early, sharp late or
+    the reverse)."""
+    end = float(kc.get("teacher_scale_end") or 0.0)
+    if end <= 0:
+        return float(kc["teacher_scale"])
+    return float(kc["teacher_scale"]) + (end - float(kc["teacher_scale"])) * step / max(1, int(kc["steps"]) - 1)
 
 
 def set_doc_len(model, n: int | None) -> None:

@@ -11,7 +11,7 @@
 # self-check now prints `muvera_fde_cosine` too (the first four waves ran before it existed), and
 # it would have caught it: reference 0.2096, teacher_scale 5 0.1328.
 # Run from the repository root:  bash harness/train/pilots/2026-11-28-colbert-kd-settings.sh
-# (about 50 min on 2 cores; prints the [eval] lines quoted in the model card).
+# (about 70 min on 2 cores; prints the [eval] lines quoted in the model card).
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 work=$(mktemp -d)
@@ -41,4 +41,14 @@ arm teacher_scale_2.5 --set kd.teacher_scale=2.5 & arm teacher_scale_7 --set kd.
 # settings; cosine FDE 0.2096), and teacher_scale 5 with the FDE-aware term (KL against the cosine of
 # FDEs), which is worse on every column (0.2402 / 0.2420 / cosine FDE 0.1649).
 arm reference & arm teacher_scale_5+fde_weight_1 --set kd.teacher_scale=5 --set kd.fde_weight=1.0 & wait
+# Sixth wave (after the weight average of 2026-11-28-colbert-average.sh did not hold at full length):
+# a teacher-scale schedule, soft early and sharp late (kd.teacher_scale_end) and the reverse. The scale
+# at the end decides the FDE: 5 -> 20 keeps it (cosine FDE 0.2094) with small gains (maxsim 0.2450,
+# rerank 0.2486), 20 -> 5 ruins it (0.1424) and loses maxsim too (0.2179).
+arm teacher_scale_5_to_20 --set kd.teacher_scale=5 --set kd.teacher_scale_end=20 & arm teacher_scale_20_to_5 --set kd.teacher_scale=20 --set kd.teacher_scale_end=5 & wait
+# Seventh wave: the soft teacher for maxsim with the FDE-aware term given its own sharp target
+# (kd.fde_teacher_scale 20). Worse on every column at weight 1 and 3 (maxsim 0.2302 / 0.2148, cosine
+# FDE 0.1432 / 0.1626), so the FDE-aware term has now lost in all three forms tried.
+arm teacher_scale_5+fde_weight_1+fde_teacher_scale_20 --set kd.teacher_scale=5 --set kd.fde_weight=1.0 --set kd.fde_teacher_scale=20 &
+arm teacher_scale_5+fde_weight_3+fde_teacher_scale_20 --set kd.teacher_scale=5 --set kd.fde_weight=3.0 --set kd.fde_teacher_scale=20 & wait
 rm -rf "$work"
