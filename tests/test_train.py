@@ -365,3 +365,27 @@ def test_teacher_scale_schedule():
     assert [teacher_scale({"teacher_scale": 20.0, "teacher_scale_end": 0.0, "steps": 5}, s) for s in (0, 4)] == [20.0, 20.0]
     sched = {"teacher_scale": 5.0, "teacher_scale_end": 20.0, "steps": 5}
     assert [teacher_scale(sched, s) for s in range(5)] == [5.0, 8.75, 12.5, 16.25, 20.0]
+
+
+def test_average_members_in_parallel_processes_equal_in_process(tiny_dense, tmp_path, monkeypatch):
+    """The default path trains each member in its own spawned process; it must give exactly the
+    weights of training them one after another here (real MiniLM teacher, tiny data)."""
+    from harness.models.colbert import ColBERT
+    from harness.train import teacher as teacher_module
+    from harness.train.soup import train_colbert_average
+
+    cache = tmp_path / "train-cache"
+    monkeypatch.setenv("HARNESS_TRAIN_CACHE", str(cache))  # the spawned members read it at import
+    monkeypatch.setattr(teacher_module, "CACHE", cache)
+    weights = {}
+    for mode in ("processes", "here"):
+        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path / mode, tiny_dense["root"]) + [
+            f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=2", "kd.batch_queries=3",
+            "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false",
+            'average.members=[[], ["kd.teacher_scale=5.0"]]', "average.weights=[0.5, 0.5]",
+            f"run.out={json.dumps(str(tmp_path / mode / 'out'))}"])
+        teacher = Teacher(max_len=cfg["teacher"]["max_len"], cache_dir=cache / "teacher") if mode == "here" else None
+        train_colbert_average(cfg, teacher=teacher)
+        weights[mode] = ColBERT.load(tmp_path / mode / "out").encoder.state_dict()
+    for k, v in weights["here"].items():
+        assert torch.equal(weights["processes"][k], v), k
