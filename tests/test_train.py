@@ -389,3 +389,23 @@ def test_average_members_in_parallel_processes_equal_in_process(tiny_dense, tmp_
         weights[mode] = ColBERT.load(tmp_path / mode / "out").encoder.state_dict()
     for k, v in weights["here"].items():
         assert torch.equal(weights["processes"][k], v), k
+
+
+def test_colbert_kd_continues_from_a_colbert_folder(tiny_dense, tmp_path):
+    """``model.init_from`` may name a trained ColBERT folder: KD then continues that model (with no
+    steps it is saved unchanged)."""
+    from harness.models.colbert import ColBERT
+    from harness.train.colbert_kd import train_colbert
+
+    def run(init, out, steps):
+        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path / out, tiny_dense["root"]) + [
+            f"model.init_from={json.dumps(str(init))}", f"kd.steps={steps}", "kd.batch_queries=3",
+            "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false"])
+        train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / out)
+        return ColBERT.load(tmp_path / out).encoder.state_dict()
+
+    first = run(tiny_dense["out"], "first", 3)
+    same = run(tmp_path / "first", "same", 0)
+    assert all(torch.equal(first[k], same[k]) for k in first)
+    moved = run(tmp_path / "first", "moved", 2)
+    assert any(not torch.equal(first[k], moved[k]) for k in first)

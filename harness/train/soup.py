@@ -103,7 +103,7 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
         "teacher_prep_seconds_this_run": prep + sum(i["teacher_prep_seconds_this_run"] for i in infos),
         "wall_seconds": max(i["wall_seconds"] for i in infos),  # the members train side by side
         "evals": evals,
-        "history": {f"kd ({lab})": i["history"]["kd"] for lab, i in zip(label, infos)},
+        "history": {f"kd ({lab})": i["history"].get("kd", []) for lab, i in zip(label, infos)},
         "threads": infos[0]["threads"],
     }
     save_colbert(model, Path(cfg["run"]["out"]), info, cfg)
