@@ -47,10 +47,10 @@ def fde_scores(q: torch.Tensor, qmask: torch.Tensor, d: torch.Tensor, dmask: tor
 def new_colbert(cfg: dict):
     """ColBERT on the trained dense pico's folder (its weights), + bias-free hidden -> token_dim Dense;
     or, when ``model.init_from`` is a ColBERT folder (it has the Dense), that model, to continue it."""
-    from harness.models.colbert import ColBERT
+    from harness.models.colbert import _DENSE_DIR, ColBERT
 
     init = Path(cfg["model"]["init_from"])
-    if (init / "1_Dense").is_dir():
+    if (init / _DENSE_DIR).is_dir():
         return ColBERT.load(init)
     load_dense_base(init)  # clear error when the dense model is missing or broken
     model = ColBERT.new(init, int(cfg["model"]["token_dim"]), seed=int(cfg["run"]["seed"]))

@@ -53,10 +53,7 @@ def eval_dense(encode, folder, k: int = 100, split: str = "test") -> float:
     """``encode(texts, kind)`` -> (n, d) numpy array (kind is "query" or "doc"); cosine scores."""
     ds = load_dataset(folder)
     qids, qtexts, qrels = load_judged(folder, split)
-    q = encode(qtexts, "query")
-    d = encode(ds.docs, "doc")
-    q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-9)
-    d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-9)
+    q, d = l2_normalise(encode(qtexts, "query")), l2_normalise(encode(ds.docs, "doc"))
     return ndcg10(run_from_scores(q @ d.T, qids, ds.doc_ids, k), qrels)
 
 
