@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -250,6 +251,10 @@ def test_train_dense_tiny(tiny_dense):
     info2 = train_dense(tiny_dense["cfg"], resume=True, teacher=tiny_dense["teacher"],
                         out_dir=tiny_dense["tmp"] / "pico2")
     assert info2["history"] == info["history"]
+    # ... but not under other settings: the checkpoint belongs to another recipe
+    changed = common.apply_overrides(tiny_dense["cfg"], ["kl.lr=0.5"])
+    with pytest.raises(HarnessError, match=r"cannot resume.*kl\.lr"):
+        train_dense(changed, resume=True, teacher=tiny_dense["teacher"], out_dir=tiny_dense["tmp"] / "pico3")
 
 
 def test_dense_continues_from_a_trained_folder(tiny_dense, tmp_path):
@@ -409,3 +414,66 @@ def test_colbert_kd_continues_from_a_colbert_folder(tiny_dense, tmp_path):
     assert all(torch.equal(first[k], same[k]) for k in first)
     moved = run(tmp_path / "first", "moved", 2)
     assert any(not torch.equal(first[k], moved[k]) for k in first)
+
+
+def test_resume_under_other_settings_is_refused(tmp_path):
+    """A checkpoint resumes only under the settings it was made with; where the run writes, its
+    threads and its self-check may change; checkpoints without recorded settings resume as before."""
+    cfg = {"run": {"seed": 1, "out": "a", "run_dir": "r", "threads": 1}, "kd": {"steps": 10, "lr": 1e-3},
+           "eval": {"split": "test"}}
+    common.Checkpointer(tmp_path, False, common.run_settings(cfg)).save(model={"w": torch.ones(1)})
+    moved = copy.deepcopy(cfg)
+    moved["run"].update(out="b", run_dir="s", threads=2)
+    moved["eval"]["split"] = "dev"
+    assert common.Checkpointer(tmp_path, True, common.run_settings(moved)).resumed
+    other = copy.deepcopy(cfg)
+    other["kd"]["lr"] = 2e-3
+    with pytest.raises(HarnessError, match=r"checkpoint\.pt: cannot resume.*kd\.lr: 0\.001 in the checkpoint, 0\.002 now"):
+        common.Checkpointer(tmp_path, True, common.run_settings(other))
+    legacy = common.Checkpointer(tmp_path / "old", False)
+    legacy.save(model={"w": torch.ones(1)})
+    assert common.Checkpointer(tmp_path / "old", True, common.run_settings(other)).resumed
+    assert not common.Checkpointer(tmp_path, False, common.run_settings(other)).resumed  # without --resume: start over
+
+
+def test_average_members_end_when_the_parent_is_killed(tmp_path):
+    """A killed ``harness train`` (average) must not leave member processes training on: the pool's
+    initializer (harness.train.soup.exit_with_parent) ends them once their parent is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file, script = tmp_path / "member.pid", tmp_path / "parent.py"  # a file: spawn re-imports it
+    script.write_text(f"""
+import os, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from harness.train.soup import exit_with_parent
+
+def member(path):
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=exit_with_parent,
+                             initargs=(os.getpid(), 0.1)) as pool:
+        pool.submit(member, {str(pid_file)!r}).result()
+""")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    member_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(member_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(member_pid, signal.SIGKILL)
+    pytest.fail("the member process outlived its killed parent")

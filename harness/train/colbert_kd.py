@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train.common import Checkpointer, candidate_batcher, data_root, kl_teacher_student, plot_losses, seed_everything
+from harness.train.common import Checkpointer, candidate_batcher, data_root, kl_teacher_student, plot_losses, run_settings, seed_everything
 from harness.train.distill import StageRunner, _swap_in, load_dense_base, load_pools
 from harness.train.teacher import Teacher
 
@@ -67,7 +67,7 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
     torch.set_num_threads(int(cfg["run"].get("threads", 2)))
     seed = int(cfg["run"]["seed"])
     seed_everything(seed)
-    ckpt = Checkpointer(Path(cfg["run"]["run_dir"]), resume)
+    ckpt = Checkpointer(Path(cfg["run"]["run_dir"]), resume, run_settings(cfg))
     teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
     t0 = time.time()
     pools_, recipe = load_pools(cfg, teacher) if pools is None else (pools, {})

@@ -111,19 +111,36 @@ def data_root(cfg: dict) -> Path:
     return Path(root) if root else default_data_dir()
 
 
+# Config values that do not change a run's weights: where it writes, how many threads it uses,
+# how often it checkpoints, the self-check, the card and the averaging plan (each member has its own run).
+_NOT_SETTINGS = {"run": {"out", "run_dir", "threads"}, "data": {"root"}}
+_NOT_SETTINGS_SECTIONS = {"checkpoint", "eval", "card", "average"}
+
+
+def run_settings(cfg: dict) -> dict[str, object]:
+    """``{"section.key": value}`` of every config value that decides the trained weights."""
+    return {f"{sec}.{k}": v for sec, body in cfg.items() if isinstance(body, dict) and sec not in _NOT_SETTINGS_SECTIONS
+            for k, v in body.items() if k not in _NOT_SETTINGS.get(sec, ())}
+
+
 class Checkpointer:
     """One checkpoint file per run (``.cache/train/runs/<name>/checkpoint.pt``), written atomically.
 
     Holds: completed stages, current stage + step, model/optimizer/scheduler state, torch RNG state,
-    loss history and accumulated wall time."""
+    loss history, accumulated wall time and the run's settings (:func:`run_settings`). Resuming under
+    other settings is refused (it would silently mix two recipes, or reuse a finished run of
+    another recipe); checkpoints written before settings were recorded resume as before."""
 
-    def __init__(self, run_dir: Path, resume: bool):
+    def __init__(self, run_dir: Path, resume: bool, settings: dict | None = None):
         self.path = Path(run_dir) / "checkpoint.pt"
         self.state: dict = {"done": [], "stage": None, "step": 0, "history": {}, "wall": 0.0, "extra": {}}
         if resume and self.path.exists():
             self.state = torch.load(self.path, map_location="cpu", weights_only=False)
+            _check_same_settings(self.path, self.state.get("settings"), settings)
         elif not resume and self.path.exists():
             self.path.unlink()
+        if settings is not None:
+            self.state["settings"] = settings
 
     @property
     def resumed(self) -> bool:
@@ -133,6 +150,16 @@ class Checkpointer:
         self.state.update(kw)
         self.state["torch_rng"] = torch.get_rng_state()
         atomic_torch_save(self.path, self.state)
+
+
+def _check_same_settings(path: Path, saved: dict | None, settings: dict | None) -> None:
+    if saved is None or settings is None or saved == settings:
+        return
+    diffs = [f"{k}: {saved.get(k, '(unset)')!r} in the checkpoint, {settings.get(k, '(unset)')!r} now"
+             for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+    raise HarnessError(f"{path}: cannot resume, the checkpoint was made with other settings ("
+                       + "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+                       + "). Resume with the same config and --set overrides, or drop --resume to start over.")
 
 
 # ----------------------------------------------------------------------------- plots

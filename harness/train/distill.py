@@ -28,6 +28,7 @@ from harness.train.common import (
     kl_teacher_student,
     normalised_bm25,
     plot_losses,
+    run_settings,
     seed_everything,
     step_rng,
     teacher_topk,
@@ -255,7 +256,7 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
     seed = int(cfg["run"]["seed"])
     seed_everything(seed)
     run_dir = Path(cfg["run"]["run_dir"])
-    ckpt = Checkpointer(run_dir, resume)
+    ckpt = Checkpointer(run_dir, resume, run_settings(cfg))
     teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
     t0 = time.time()
     if pools is None:

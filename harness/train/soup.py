@@ -15,6 +15,8 @@ run; the option rebuilds that attempt and serves the next one.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -59,6 +61,18 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]], weights: list[flo
             else states[0][k] for k in keys}
 
 
+def exit_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """Pool initializer: the member process ends once ``parent`` (the ``harness train`` process) is
+    gone, so a killed or interrupted average leaves no member training on, writing its run folder
+    under a later ``--resume``. Finished work survives in the members' atomic checkpoints."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict:
     """Train the members, average them, self-check and save like a single run. The members train
     in parallel processes, or, when a ``teacher`` object is passed (tests), one after another in
@@ -80,7 +94,8 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
     if in_process:
         infos = [train_colbert(c, resume=resume, teacher=teacher, out_dir=o) for c, o in zip(configs, outs)]
     else:
-        with ProcessPoolExecutor(min(len(plan), cpu_threads()), mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(len(plan), cpu_threads()), mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             runs = [pool.submit(train_colbert, c, resume, out_dir=o) for c, o in zip(configs, outs)]
             infos = [r.result() for r in runs]
     models = [ColBERT.load(o) for o in outs]
