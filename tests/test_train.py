@@ -214,6 +214,13 @@ def tiny_overrides(tmp_path: Path, data_root: Path) -> list[str]:
             'data.datasets=["toy"]', "data.teacher_topk=8", "checkpoint.every=2"]
 
 
+def tiny_colbert_overrides(tmp_path: Path, data_root: Path, init: Path, steps: int) -> list[str]:
+    """A ColBERT KD run of ``steps`` small in-batch steps from ``init`` on the synthetic dataset."""
+    return tiny_overrides(tmp_path, data_root) + [
+        f"model.init_from={json.dumps(str(init))}", f"kd.steps={steps}", "kd.batch_queries=3",
+        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false"]
+
+
 @pytest.fixture(scope="module")
 def tiny_dense(tmp_path_factory):
     """A dense pico trained for a few steps on the synthetic dataset (shared by the tests below)."""
@@ -275,10 +282,8 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     from harness.models.colbert import ColBERT
     from harness.train.colbert_kd import train_colbert
 
-    cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
-        f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
-        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false", "kd.fde_weight=1.0",
-        "kd.fde_teacher_scale=20.0", "kd.teacher_scale_end=10.0",
+    cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
+        "kd.fde_weight=1.0", "kd.fde_teacher_scale=20.0", "kd.teacher_scale_end=10.0",
         "teacher.bm25_weight=0.5"])
     out = tmp_path / "colbert"
     info = train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=out)
@@ -329,9 +334,7 @@ def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
     from harness.models.colbert import ColBERT
     from harness.train.soup import train_colbert_average
 
-    overrides = tiny_overrides(tmp_path, tiny_dense["root"]) + [
-        f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=3", "kd.batch_queries=3",
-        "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false",
+    overrides = tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
         'average.members=[[], ["kd.teacher_scale=5.0", "kd.lr=0.01"]]', "average.weights=[0.25, 0.75]",
         f"run.out={json.dumps(str(tmp_path / 'soup'))}"]
     cfg = common.load_config(CONFIGS / "colbert-pico.toml", overrides)
@@ -384,9 +387,7 @@ def test_average_members_in_parallel_processes_equal_in_process(tiny_dense, tmp_
     monkeypatch.setattr(teacher_module, "CACHE", cache)
     weights = {}
     for mode in ("processes", "here"):
-        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path / mode, tiny_dense["root"]) + [
-            f"model.init_from={json.dumps(str(tiny_dense['out']))}", "kd.steps=2", "kd.batch_queries=3",
-            "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false",
+        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_colbert_overrides(tmp_path / mode, tiny_dense["root"], tiny_dense["out"], 2) + [
             'average.members=[[], ["kd.teacher_scale=5.0"]]', "average.weights=[0.5, 0.5]",
             f"run.out={json.dumps(str(tmp_path / mode / 'out'))}"])
         teacher = Teacher(max_len=cfg["teacher"]["max_len"], cache_dir=cache / "teacher") if mode == "here" else None
@@ -403,9 +404,8 @@ def test_colbert_kd_continues_from_a_colbert_folder(tiny_dense, tmp_path):
     from harness.train.colbert_kd import train_colbert
 
     def run(init, out, steps):
-        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_overrides(tmp_path / out, tiny_dense["root"]) + [
-            f"model.init_from={json.dumps(str(init))}", f"kd.steps={steps}", "kd.batch_queries=3",
-            "kd.candidates=4", "kd.hard_from=6", "kd.doc_max_len=40", "eval.after_kd=false"])
+        cfg = common.load_config(CONFIGS / "colbert-pico.toml",
+                                 tiny_colbert_overrides(tmp_path / out, tiny_dense["root"], init, steps))
         train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / out)
         return ColBERT.load(tmp_path / out).encoder.state_dict()
 

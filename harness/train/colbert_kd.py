@@ -123,10 +123,10 @@ def teacher_scale(kc: dict, step: int) -> float:
     """The teacher's logit scale at ``step``: ``kd.teacher_scale``, or, with ``kd.teacher_scale_end``
     set (> 0), moving linearly from the first to the second over the run (soft early, sharp late or
     the reverse)."""
-    end = float(kc.get("teacher_scale_end") or 0.0)
+    start, end = float(kc["teacher_scale"]), float(kc.get("teacher_scale_end") or 0.0)
     if end <= 0:
-        return float(kc["teacher_scale"])
-    return float(kc["teacher_scale"]) + (end - float(kc["teacher_scale"])) * step / max(1, int(kc["steps"]) - 1)
+        return start
+    return start + (end - start) * step / max(1, int(kc["steps"]) - 1)
 
 
 def set_doc_len(model, n: int | None) -> None:
