@@ -179,6 +179,35 @@ def test_hybrid_teacher_adds_normalised_bm25():
     np.testing.assert_allclose(np.take_along_axis(hybrid, common.teacher_topk(pool, 4), 1), -np.sort(-hybrid, 1))
 
 
+def test_label_teacher_adds_known_positives(tmp_path):
+    from harness.train.distill import load_pools
+
+    labels = common.relevance_labels([(2,), (), (0, 3)], 4)
+    np.testing.assert_array_equal(labels.toarray(), [[0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]])
+    docs = [f"doc {w}" for w in WORDS[:4]]
+    td, tq = fake_encoder(docs), fake_encoder(["q a", "q b", "q c"])
+    pool = common.Pool("p", docs, ["q a", "q b", "q c"], td, tq, np.zeros((3, 0), np.int64),
+                       [(2,), (), (0, 3)], ["query"] * 3, labels=labels, label_weight=0.5)
+    qidx, didx = np.array([2, 0]), np.array([3, 0, 2])
+    np.testing.assert_allclose(pool.teacher_scores(qidx, didx),
+                               tq[qidx] @ td[didx].T + 0.5 * np.array([[1, 1, 0], [0, 0, 1]]), rtol=1e-6)
+    # from a config: every known positive (judged train query, pseudo-query source) is lifted by the weight
+    make_beir(tmp_path)
+    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tmp_path))
+    teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
+    (plain,), _ = load_pools(cfg, teacher)
+    cfg["teacher"]["label_weight"] = 2.0
+    (lifted,), _ = load_pools(cfg, teacher)
+    every_q, every_d = np.arange(len(plain.queries)), np.arange(len(plain.docs))
+    diff = lifted.teacher_scores(every_q, every_d) - plain.teacher_scores(every_q, every_d)
+    expected = np.zeros_like(diff)
+    for i, pos in enumerate(plain.positives):
+        expected[i, list(pos)] = 2.0
+    assert expected.sum() > 0 and plain.labels is None
+    np.testing.assert_allclose(diff, expected, atol=1e-5)
+    assert all(set(pos) <= set(top[:len(pos)]) for pos, top in zip(lifted.positives, lifted.topk))
+
+
 def test_holdout_split_leaves_its_queries_out(tmp_path):
     from harness.train.distill import load_pools
 

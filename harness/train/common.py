@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from harness.data import default_data_dir
 from harness.errors import HarnessError
@@ -214,8 +215,10 @@ class Pool:
     queries, optional lexical scores, each query's teacher top-k documents, and its known positives.
 
     Teacher score of (query i, doc j) = cosine(t_queries[i], t_docs[j]) + lexical_weight *
-    lexical[i, j], where ``lexical`` is BM25 divided by the query's best BM25 score over the corpus
-    (so in [0, 1]); ``lexical`` is None for the plain MiniLM teacher."""
+    lexical[i, j] + label_weight * labels[i, j], where ``lexical`` is BM25 divided by the query's
+    best BM25 score over the corpus (so in [0, 1]; None for the plain MiniLM teacher) and
+    ``labels`` marks the known positives of training queries (sparse 0/1: judged relevant in
+    train/dev, or a pseudo-query's source document; None = not used)."""
 
     name: str
     docs: list[str]
@@ -227,13 +230,25 @@ class Pool:
     kinds: list[str]
     lexical: np.ndarray | None = None  # (M, N) float32 in [0, 1]
     lexical_weight: float = 0.0
+    labels: sparse.csr_matrix | None = None  # (M, N) float32 0/1
+    label_weight: float = 0.0
 
     def teacher_scores(self, qidx, docs) -> np.ndarray:
         """(len(qidx), len(docs)) teacher scores."""
         out = self.t_queries[qidx] @ self.t_docs[docs].T
         if self.lexical is not None and self.lexical_weight:
             out = out + self.lexical_weight * self.lexical[np.ix_(np.asarray(qidx), np.asarray(docs))]
+        if self.labels is not None and self.label_weight:
+            out = out + self.label_weight * self.labels[np.asarray(qidx)][:, np.asarray(docs)].toarray()
         return out.astype(np.float32)
+
+
+def relevance_labels(positives: list[tuple[int, ...]], n_docs: int) -> sparse.csr_matrix:
+    """(len(positives), n_docs) known relevance of training pairs: 1 where document j is a known
+    positive of query i (judged relevant in train/dev, or a pseudo-query's source document)."""
+    rows = np.repeat(np.arange(len(positives)), [len(p) for p in positives])
+    cols = np.fromiter((d for p in positives for d in p), dtype=np.int64, count=len(rows))
+    return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(positives), n_docs))
 
 
 def normalised_bm25(queries: list[str], docs: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from harness.train.common import (
     Pool,
     kl_teacher_student,
     normalised_bm25,
+    relevance_labels,
     plot_losses,
     run_settings,
     seed_everything,
@@ -44,10 +45,12 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
 
     ``data.holdout_splits`` (e.g. ``["dev"]``) leaves those splits' real queries out of training,
     for pilot runs scored on them; ``teacher.bm25_weight`` > 0 adds normalised BM25 to the teacher
-    score (see :class:`harness.train.common.Pool`)."""
+    score and ``teacher.label_weight`` > 0 the known relevance of training pairs (see
+    :class:`harness.train.common.Pool`)."""
     dcfg = cfg["data"]
     root = data_root(cfg)
     bm25_weight = float(cfg["teacher"].get("bm25_weight", 0.0))
+    label_weight = float(cfg["teacher"].get("label_weight", 0.0))
     pools, summary_ds, summary_q, found_splits = [], [], {}, set()
     for name in datasets if datasets is not None else dcfg["datasets"]:
         ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
@@ -66,8 +69,10 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
         qs, t_q = [qs[i] for i in keep], t_q[keep]
         q_texts = [q.text for q in qs]
         lexical = normalised_bm25(q_texts, ds.docs) if bm25_weight else None
+        labels = relevance_labels([q.positives for q in qs], len(ds.docs)) if label_weight else None
         pool = Pool(ds.name, ds.docs, q_texts, t_d, t_q, np.zeros((len(qs), 0), dtype=np.int64),
-                    [q.positives for q in qs], [q.kind for q in qs], lexical, bm25_weight)
+                    [q.positives for q in qs], [q.kind for q in qs], lexical, bm25_weight,
+                    labels, label_weight)
         pool.topk = teacher_topk(pool, dcfg["teacher_topk"])
         pools.append(pool)
         summary_ds.append(ds)
