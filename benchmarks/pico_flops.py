@@ -14,9 +14,12 @@ layers N = 2:
     per token:     2 * (P*H + N * (4*H*H + 2*H*I))      = 2 * (640 + 2 * 76,800) = 308,480
     per sequence:  + N * 2 * (2 * n*n*H)                 (QK^T and attention x V)
 
-The achieved rate counts only real tokens (padding is overhead, not work). Peak =
-cores x SIMD lanes x FMA units x 2 flops x clock (from /proc/cpuinfo): on 2 AVX2 cores at
-2.445 GHz, 2 x 8 x 2 x 2 x 2.445 = 156.5 GFLOP/s. A boosting CPU may run above that clock.
+The achieved rate counts only real tokens (padding is overhead, not work). Two peaks are printed:
+the nominal one, cores x SIMD lanes x FMA units x 2 flops x clock (from /proc/cpuinfo; on 2 AVX2
+cores at 2.445 GHz, 2 x 8 x 2 x 2 x 2.445 = 156.5 GFLOP/s), and the rate a large MKL sgemm
+actually reaches on all cores (``_common.measured_fp32_gflops``). This CPU boosts above the
+reported clock, so the sgemm rate is the higher one; fractions of peak and the 35% target are
+judged against the higher of the two.
 
 Sides (each in its own subprocess, so each has its own peak RSS):
 
@@ -43,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, emit, fp32_peak_gflops, machine_line, run_side  # noqa: E402
+from _common import REPO, emit, fp32_peak_gflops, machine_line, measured_fp32_gflops, run_side  # noqa: E402
 
 DEFAULT_GRID = "st:32:2,torch:32:1,torch:32:2,torch:64:2,torch:128:2,ort:128:2"
 
@@ -184,7 +187,9 @@ def main() -> None:
         return
 
     print(machine_line(), flush=True)
-    peak, formula = fp32_peak_gflops()
+    nominal, formula = fp32_peak_gflops()
+    measured, how = measured_fp32_gflops()
+    peak = max(nominal, measured)
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if model is None:
@@ -215,7 +220,9 @@ def main() -> None:
     print(f"data: {first['docs']} {args.dataset} documents, {tokens_per_doc:.1f} tokens/doc (256 cap)")
     print(f"FLOPs: {first['flops'] / first['tokens'] / 1e3:.1f} KFLOP per token (incl. attention at these lengths),"
           f" {first['flops'] / first['docs'] / 1e6:.1f} MFLOP per document")
-    print(f"fp32 peak: {formula}")
+    print(f"fp32 peak, nominal: {formula}")
+    print(f"fp32 peak, measured: {how}")
+    print(f"fractions below are of {peak:.1f} GFLOP/s, the higher of the two")
     print(f"{'runtime':<8} {'batch':>6} {'threads':>8} {'docs/s':>8} {'tokens/s':>10} {'GFLOP/s':>8} {'% peak':>7}"
           f" {'GFLOP/CPU-s':>12} {'peak RSS MB':>12}")
     for r in rows:

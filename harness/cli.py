@@ -259,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Model hubs are unreachable here, and hub ids retry for minutes before failing: default offline.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
