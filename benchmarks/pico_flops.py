@@ -4,7 +4,8 @@ the fraction of this CPU's fp32 peak, for several runtimes / batch sizes / threa
 Model: ``models/pico`` when it exists (``--model PATH`` for another folder), else a random-weight
 pico built with ``harness.models.berthash.pico_config()`` + ``save_sentence_transformer`` (speed
 does not depend on the weights). Data: the first ``--docs`` scifact documents (``title + " " +
-text``, 256-token cap), encoded as the harness encodes them (sorted by length; documents are
+text``, cut at ``--max-length`` tokens: 256 by default, as the figures in benchmarks/README.md were
+measured; the shipped pico reads 128 since 2026-11-29), encoded as the harness encodes them (sorted by length; documents are
 batched by token count).
 
 FLOPs counted (multiply-add = 2 flops, matrix products only; softmax, GELU, LayerNorm, pooling are
@@ -74,18 +75,19 @@ def side(args) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    lengths = [len(i) for i in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+    cap = args.max_length
+    lengths = [len(i) for i in tokenizer(texts, truncation=True, max_length=cap)["input_ids"]]
     texts = [texts[i] for i in sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))]  # as encode_in_blocks
     if args.runtime == "torch":
         from harness.models.dense import DenseEncoder
 
-        encoder = DenseEncoder("pico", args.model, batch_size=args.batch_size, trust_remote_code=True)
+        encoder = DenseEncoder("pico", args.model, batch_size=args.batch_size, max_length=cap, trust_remote_code=True)
         encode = encoder.encode_documents
     elif args.runtime == "st":
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(args.model, device="cpu", trust_remote_code=True)
-        model.max_seq_length = 256
+        model.max_seq_length = cap
 
         def encode(batch_texts):
             return model.encode(batch_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)
@@ -100,12 +102,12 @@ def side(args) -> dict:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
         def encode(batch_texts):
-            count = [len(i) for i in tokenizer(batch_texts, truncation=True, max_length=256)["input_ids"]]
+            count = [len(i) for i in tokenizer(batch_texts, truncation=True, max_length=cap)["input_ids"]]
             order = sorted(range(len(batch_texts)), key=lambda i: (-count[i], i))
             out = np.zeros((len(batch_texts), 80), dtype=np.float32)
             for start in range(0, len(order), args.batch_size):
                 rows = order[start : start + args.batch_size]
-                enc = tokenizer([batch_texts[i] for i in rows], padding=True, truncation=True, max_length=256, return_tensors="np")
+                enc = tokenizer([batch_texts[i] for i in rows], padding=True, truncation=True, max_length=cap, return_tensors="np")
                 feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
                 hidden = session.run(None, feed)[0]
                 mask = feed["attention_mask"][..., None].astype(np.float32)
@@ -174,6 +176,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per document, every side (default 256)")
     parser.add_argument("--grid", default=DEFAULT_GRID, help="runtime:batch_size:threads,...")
     parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--runtime", default="torch", help=argparse.SUPPRESS)
@@ -206,7 +209,7 @@ def main() -> None:
                     print(f"  skipped {item}: ONNX export needs the onnx package (pip install onnx)", file=sys.stderr)
                     continue
             argv = ["--side", "--model", model, "--dataset", args.dataset, "--docs", str(args.docs), "--runtime", runtime,
-                    "--batch-size", batch, "--threads", threads, "--scratch", scratch]
+                    "--batch-size", batch, "--threads", threads, "--scratch", scratch, "--max-length", str(args.max_length)]
             if args.data_dir:
                 argv += ["--data-dir", args.data_dir]
             out = run_side(__file__, argv)
@@ -217,7 +220,7 @@ def main() -> None:
         return
     first = rows[0]
     tokens_per_doc = first["tokens"] / first["docs"]
-    print(f"data: {first['docs']} {args.dataset} documents, {tokens_per_doc:.1f} tokens/doc (256 cap)")
+    print(f"data: {first['docs']} {args.dataset} documents, {tokens_per_doc:.1f} tokens/doc ({args.max_length} cap)")
     print(f"FLOPs: {first['flops'] / first['tokens'] / 1e3:.1f} KFLOP per token (incl. attention at these lengths),"
           f" {first['flops'] / first['docs'] / 1e6:.1f} MFLOP per document")
     print(f"fp32 peak, nominal: {formula}")

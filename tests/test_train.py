@@ -283,6 +283,7 @@ def test_train_dense_tiny(tiny_dense):
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
     emb = st.encode(["a query about cancer", "a document"])
     assert emb.shape == (2, 80) and np.isfinite(emb).all()
+    assert st.max_seq_length == 128  # the trained length: later positions never received a gradient
     # resuming a finished run skips every stage
     info2 = train_dense(tiny_dense["cfg"], resume=True, teacher=tiny_dense["teacher"],
                         out_dir=tiny_dense["tmp"] / "pico2")
@@ -291,6 +292,18 @@ def test_train_dense_tiny(tiny_dense):
     changed = common.apply_overrides(tiny_dense["cfg"], ["kl.lr=0.5"])
     with pytest.raises(HarnessError, match=r"cannot resume.*kl\.lr"):
         train_dense(changed, resume=True, teacher=tiny_dense["teacher"], out_dir=tiny_dense["tmp"] / "pico3")
+
+
+def test_trained_length_is_the_longest_input_a_stage_with_steps_read(tmp_path):
+    from harness.train.distill import trained_length
+
+    cfg = common.load_config(CONFIGS / "pico.toml", ["mlm.steps=0", "mlm.max_len=512", "embed.doc_max_len=96",
+                                                     "embed.query_max_len=48", "kl.doc_max_len=64"])
+    assert trained_length(cfg) == 96  # the MLM stage would read 512 tokens, but it has no steps
+    cfg = common.apply_overrides(cfg, ["embed.steps=0"])
+    assert trained_length(cfg) == 64
+    cfg = common.apply_overrides(cfg, ["mlm.steps=10"])
+    assert trained_length(cfg) == 512
 
 
 def test_dense_continues_from_a_trained_folder(tiny_dense, tmp_path):
@@ -320,7 +333,7 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     for name in ("README.md", "loss_curve.png", "model.safetensors", "1_Dense/model.safetensors", "modules.json"):
         assert (out / name).exists(), name
     model = ColBERT.load(out)
-    assert model.document_length == 300 and model.token_dim == 80  # training-time length not shipped
+    assert model.document_length == 40 and model.token_dim == 80  # shipped at the length it trained on
     q = model.encode_queries(["a query about cancer"])[0]
     assert q.shape == (32, 80)
 

@@ -372,16 +372,37 @@ def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
     from harness.train.quick_eval import eval_dense
 
     ec = cfg["eval"]
+    length = trained_length(cfg)
     res = {}
     for name in ec["datasets"]:
 
         def enc(texts, kind):
-            return student.encode(texts, ec["query_max_len"] if kind == "query" else ec["doc_max_len"])
+            return student.encode(texts, min(ec["query_max_len"], length) if kind == "query" else length)
 
         split = ec.get("split", "test")
         res[name] = eval_dense(enc, data_root(cfg) / name, split=split)
         tqdm.write(f"[eval] {name} ndcg@10 ({split}, measurement only) = {res[name]:.4f}")
     return res
+
+
+def trained_length(cfg: dict) -> int:
+    """Tokens per text the dense pico is shipped with and self-checked at: the longest input any of
+    its training stages with steps read. Position embeddings past that length never receive a
+    gradient and keep their random initial values, so reading further makes the vectors worse (nfcorpus dev, pilot with dev held out: 0.2342 at 128 tokens, 0.2070 at
+    256; ``harness/train/pilots/2026-11-29-trained-length.sh``)."""
+    lengths = []
+    for stage, keys in (("mlm", ("max_len",)), ("embed", ("doc_max_len", "query_max_len")),
+                        ("kl", ("doc_max_len", "query_max_len"))):
+        if int(cfg[stage]["steps"]):
+            lengths += [int(cfg[stage][k]) for k in keys]
+    return max(lengths, default=int(cfg["embed"]["doc_max_len"]))
+
+
+def shipped_length(folder: str | Path) -> int:
+    """``max_seq_length`` of a sentence-transformers folder, as sentence-transformers reads it."""
+    from sentence_transformers import SentenceTransformer
+
+    return int(SentenceTransformer(str(folder), device="cpu", trust_remote_code=True).max_seq_length)
 
 
 def export_base(base):
@@ -417,7 +438,7 @@ def save_dense(student: DenseStudent, tok, out: Path, info: dict, cfg: dict) -> 
     if tmp.exists():
         shutil.rmtree(tmp)
     save_sentence_transformer(export_base(student.base), tok, tmp, pooling="mean",
-                              max_seq_length=int(cfg["eval"]["doc_max_len"]))
+                              max_seq_length=trained_length(cfg))
     plot_losses(info["history"], tmp / "loss_curve.png", f"{out.name}: training loss")
     write_card(tmp, info, cfg)
     _swap_in(tmp, out)
