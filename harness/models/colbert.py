@@ -231,6 +231,11 @@ class ColBERT:
     def document_length(self) -> int:
         return self.transformer.document_length
 
+    @document_length.setter
+    def document_length(self, n: int) -> None:
+        """Cut documents to ``n`` tokens; the tokenizer's limit is ``n - 1``, as PyLate writes it."""
+        self.transformer.document_length, self.transformer.max_seq_length = int(n), int(n) - 1
+
     @property
     def mask_expansion(self) -> bool:
         return self.transformer.query_expansion is not None

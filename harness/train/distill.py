@@ -27,8 +27,8 @@ from harness.train.common import (
     Pool,
     kl_teacher_student,
     normalised_bm25,
-    relevance_labels,
     plot_losses,
+    relevance_labels,
     run_settings,
     seed_everything,
     step_rng,
@@ -388,8 +388,9 @@ def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
 def trained_length(cfg: dict) -> int:
     """Tokens per text the dense pico is shipped with and self-checked at: the longest input any of
     its training stages with steps read. Position embeddings past that length never receive a
-    gradient and keep their random initial values, so reading further makes the vectors worse (nfcorpus dev, pilot with dev held out: 0.2342 at 128 tokens, 0.2070 at
-    256; ``harness/train/pilots/2026-11-29-trained-length.sh``)."""
+    gradient and keep their random initial values, so reading further makes the vectors worse
+    (nfcorpus dev, pilot with dev held out: 0.2342 at 128 tokens, 0.2070 at 256;
+    ``harness/train/pilots/2026-11-29-trained-length.sh``)."""
     lengths = []
     for stage, keys in (("mlm", ("max_len",)), ("embed", ("doc_max_len", "query_max_len")),
                         ("kl", ("doc_max_len", "query_max_len"))):
