@@ -519,3 +519,13 @@ if __name__ == "__main__":
         time.sleep(0.1)
     os.kill(member_pid, signal.SIGKILL)
     pytest.fail("the member process outlived its killed parent")
+
+
+def test_quick_eval_names_a_missing_split_and_the_ones_there(tmp_path, capsys):
+    from harness.train.quick_eval import load_judged, main
+
+    folder = make_beir(tmp_path)
+    with pytest.raises(HarnessError, match=r"qrels/dev\.tsv: split 'dev' not found \(available: test, train\)"):
+        load_judged(folder, "dev")
+    assert main(["--datasets", "toy", "--split", "dev", "--data-dir", str(tmp_path)]) == 2
+    assert "error: " in capsys.readouterr().err

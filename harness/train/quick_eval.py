@@ -8,11 +8,13 @@ come from ``python -m harness run``.) Test queries are read here and only here.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.pipeline import l2_normalise
 from harness.train.data import _find, _open_text, load_dataset, read_qrels
 
@@ -20,7 +22,11 @@ from harness.train.data import _find, _open_text, load_dataset, read_qrels
 def load_judged(folder: str | Path, split: str = "test"):
     """(query ids, query texts, qrels) of one judged split."""
     folder = Path(folder)
-    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.tsv"))
+        raise HarnessError(f"{path}: split '{split}' not found (available: {', '.join(available) or 'none'})")
+    qrels = read_qrels(path)
     qids, qtexts = [], []
     with _open_text(_find(folder, "queries")) as f:
         for line in f:
@@ -153,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="dev")
     p.add_argument("--bm25-weights", default="0,0.2,0.3,0.4,0.5,0.7,1.0")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--max-len", type=int, default=128, help="teacher input length in tokens")
     args = p.parse_args(argv)
     root = Path(args.data_dir) if args.data_dir else default_data_dir()
     weights = [float(w) for w in args.bm25_weights.split(",")]
-    for name in args.datasets.split(","):
-        for w, score in eval_teacher(root / name, args.split, weights).items():
-            print(f"{name} {args.split} teacher = MiniLM cosine + {w:g} x normalised BM25: ndcg@10 {score:.4f}")
+    try:
+        for name in args.datasets.split(","):
+            for w, score in eval_teacher(root / name, args.split, weights, args.max_len).items():
+                print(f"{name} {args.split} teacher at {args.max_len} tokens = MiniLM cosine + {w:g} x normalised BM25:"
+                      f" ndcg@10 {score:.4f}")
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
