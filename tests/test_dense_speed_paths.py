@@ -87,6 +87,27 @@ def test_data_parallel_vectors_do_not_depend_on_the_worker_count(tiny_model, mon
         torch.set_num_threads(torch_threads)
 
 
+def test_clipped_texts_give_the_whole_texts_vectors(tiny_model, monkeypatch):
+    """Long texts are clipped before tokenisation (``clip_text``) only where the truncated input is
+    the same: a clipped text that no longer fills the 64 tokens is tokenised whole, its batch-mates
+    stay clipped, and every vector equals the one from the whole text."""
+    from harness.models import dense
+
+    long_words = " ".join(["x" * 101] * 80)  # each 101-character word is one [UNK]: 64 tokens need > 6 x 64 chars
+    texts = TEXTS + [long_words, "tumour suppressor genes " * 60, long_words + " end"]
+    encoder = DenseEncoder("pico", tiny_model, batch_size=3, trust_remote_code=True)
+    assert dense.splits_words_at_spaces(encoder.model.tokenizer)
+    seen = []
+    preprocess = encoder.model.preprocess
+    monkeypatch.setattr(encoder.model, "preprocess", lambda batch: seen.append(batch) or preprocess(batch))
+    clipped = encoder.encode_documents(texts)
+    retokenised = [batch for batch in seen if long_words in batch]  # the [UNK] text, whole, in a second call
+    assert retokenised and any(t.startswith("tumour") and len(t) < len(texts[-2]) for t in retokenised[0])
+    monkeypatch.setattr(dense, "splits_words_at_spaces", lambda tokenizer: False)
+    np.testing.assert_array_equal(clipped, encoder.encode_documents(texts))
+    assert dense.clip_text("ab cd ef", 0) == "ab" and dense.clip_text("abcdef", 0) == "abcdef"
+
+
 def test_fp32_provenance_keys_unchanged(tiny_model):
     p = DenseEncoder("pico", tiny_model, trust_remote_code=True).provenance()
     assert p["modules"] == ["Transformer", "Pooling"]

@@ -10,7 +10,9 @@ Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts 
 batches of similar length (the caller sorts documents by characters; models at least
 ``TOKEN_SORT_MIN_HIDDEN`` wide re-sort a block by tokens here and run one batch at a time on one
 intra-op thread per CPU this process may use; narrower ones, like pico, run their batches
-data-parallel, one worker per CPU), under ``torch.inference_mode``.
+data-parallel, one worker per CPU), under ``torch.inference_mode``. Long texts are clipped before
+tokenisation where the truncated input stays identical (``clip_text``): pico at its 128 tokens
+encodes 1.23x faster, bit for bit the same vectors.
 
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
 pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
@@ -30,6 +32,31 @@ from harness.models.weights import folder_sha256, require_safetensors
 
 PRECISIONS = ("fp32", "int8")
 TOKEN_SORT_MIN_HIDDEN = 256
+CLIP_CHARS_PER_TOKEN = 6
+
+
+def clip_text(text: str, max_tokens: int) -> str:
+    """``text`` up to the first space after ``CLIP_CHARS_PER_TOKEN * max_tokens`` characters (the
+    whole text when it is shorter or has no space there).
+
+    A fast tokenizer reads the whole text even when it keeps only the first ``max_tokens`` tokens;
+    for pico (128 tokens, ~1,500-character documents) that is a fifth of the encoding time. With a
+    BERT pre-tokenizer (words never span a space) the clipped text's tokens are the whole text's
+    first tokens, so whenever the clipped text still fills ``max_tokens`` the truncated input is
+    identical; the caller falls back to the whole text when it does not."""
+    cut = text.find(" ", CLIP_CHARS_PER_TOKEN * max_tokens)
+    return text if cut < 0 else text[:cut]
+
+
+def splits_words_at_spaces(tokenizer) -> bool:
+    """True for a fast tokenizer whose pre-tokenizer is BERT's (splits at whitespace and
+    punctuation) after BERT's per-character normaliser or none: the tokenizers ``clip_text`` is exact for."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    normalizer = backend.normalizer
+    return (type(backend.pre_tokenizer).__name__ == "BertPreTokenizer"
+            and (normalizer is None or type(normalizer).__name__ == "BertNormalizer"))
 
 
 class DenseEncoder:
@@ -117,7 +144,8 @@ class DenseEncoder:
             return [len(t) for t in texts]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        """Length-sorted batches, each tokenised and run through the model as ``encode`` would.
+        """Length-sorted batches, each tokenised (texts clipped where that is exact: ``clip_text``)
+        and run through the model as ``encode`` would.
         Wide models: sorted by tokens, one batch at a time on all intra-op threads (bounded memory).
         Narrow models: sorted by characters, tokenised up front, batches run data-parallel."""
         import torch
@@ -134,8 +162,20 @@ class DenseEncoder:
         order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
 
+        max_tokens = int(self.model.max_seq_length)
+        clip = splits_words_at_spaces(getattr(self.model, "tokenizer", None))
+
         def tokenise(batch: list[int]) -> dict:
-            return self.model.preprocess([texts[i] for i in batch])
+            whole = [texts[i] for i in batch]
+            if not clip:
+                return self.model.preprocess(whole)
+            clipped = [clip_text(t, max_tokens) for t in whole]
+            features = self.model.preprocess(clipped)
+            filled = (features["attention_mask"].sum(1) >= max_tokens).tolist()
+            if all(full or len(c) == len(t) for full, c, t in zip(filled, clipped, whole)):
+                return features
+            # a clipped text that no longer fills max_tokens is tokenised whole (27 of 8,816 documents at 128)
+            return self.model.preprocess([c if full else t for full, c, t in zip(filled, clipped, whole)])
 
         def forward(features: dict) -> np.ndarray:
             return self.model(features)["sentence_embedding"].to(torch.float32).numpy()
