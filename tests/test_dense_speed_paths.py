@@ -98,14 +98,43 @@ def test_clipped_texts_give_the_whole_texts_vectors(tiny_model, monkeypatch):
     encoder = DenseEncoder("pico", tiny_model, batch_size=3, trust_remote_code=True)
     assert dense.splits_words_at_spaces(encoder.model.tokenizer)
     seen = []
-    preprocess = encoder.model.preprocess
-    monkeypatch.setattr(encoder.model, "preprocess", lambda batch: seen.append(batch) or preprocess(batch))
+    features = dense.OffsetFreeTokeniser.features
+    monkeypatch.setattr(dense.OffsetFreeTokeniser, "features", lambda self, batch: seen.append(batch) or features(self, batch))
     clipped = encoder.encode_documents(texts)
     retokenised = [batch for batch in seen if long_words in batch]  # the [UNK] text, whole, in a second call
     assert retokenised and any(t.startswith("tumour") and len(t) < len(texts[-2]) for t in retokenised[0])
     monkeypatch.setattr(dense, "splits_words_at_spaces", lambda tokenizer: False)
     np.testing.assert_array_equal(clipped, encoder.encode_documents(texts))
     assert dense.clip_text("ab cd ef", 0) == "ab" and dense.clip_text("abcdef", 0) == "abcdef"
+
+
+def test_offset_free_tokeniser_builds_what_preprocess_builds(tiny_model):
+    """The ``tokenizers`` fast path gives sentence-transformers' features exactly, for texts with
+    accents, CJK, control characters, empty and over-long ones; a model whose ``preprocess``
+    builds anything else keeps ``preprocess``."""
+    from sentence_transformers import SentenceTransformer
+
+    from harness.models.dense import OffsetFreeTokeniser
+
+    model = SentenceTransformer(tiny_model, device="cpu", trust_remote_code=True)
+    texts = TEXTS + ["Crème brûlée à l'Élysée", "细胞 蛋白质 癌症", "tab\tand\u0007bell  ", " " * 5, "word " * 200]
+    tokeniser = OffsetFreeTokeniser(model, 64)
+    first = tokeniser.features(texts[:4])  # the check against preprocess
+    assert tokeniser.verified and first.keys() == model.preprocess(texts[:4]).keys()
+    fast, reference = tokeniser.features(texts), model.preprocess(texts)
+    assert fast.keys() == reference.keys() and fast["modality"] == reference["modality"]
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert fast[key].dtype == reference[key].dtype and fast[key].equal(reference[key])
+    assert fast["input_ids"].shape[1] == 64
+
+    class Extra:  # a preprocess that adds a key the fast path cannot know
+        tokenizer = model.tokenizer
+
+        def preprocess(self, batch):
+            return {**model.preprocess(batch), "prompt_length": 0}
+
+    other = OffsetFreeTokeniser(Extra(), 64)
+    assert "prompt_length" in other.features(texts) and other.backend is None and not other.verified
 
 
 def test_fp32_provenance_keys_unchanged(tiny_model):
