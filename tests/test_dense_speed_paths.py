@@ -197,6 +197,10 @@ def test_int8_encoder_close_to_fp32_and_marked(tiny_model):
     identity = ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")
     assert {k: p8[k] for k in identity} != {k: p32[k] for k in identity}  # never the fp32 cache entry
     assert p8["modules"][0] == "Transformer[int8]"
+    # per-batch activation scales: another batch size gives other vectors, and another identity
+    other = DenseEncoder("pico", tiny_model, batch_size=2, trust_remote_code=True, precision="int8")
+    assert not np.array_equal(b, other.encode_documents(TEXTS))
+    assert other.provenance()["quantization"] != p8["quantization"]
 
 
 def test_unknown_precision_is_one_line_error(tiny_model):
