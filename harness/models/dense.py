@@ -77,6 +77,7 @@ class OffsetFreeTokeniser:
         import torch
 
         encodings = self.backend.encode_batch_fast(texts)
+
         def as_tensor(field: str):
             return torch.from_numpy(np.array([getattr(e, field) for e in encodings], dtype=np.int64))
         return {"input_ids": as_tensor("ids"), "token_type_ids": as_tensor("type_ids"),
@@ -194,8 +195,8 @@ class DenseEncoder:
             return [len(t) for t in texts]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        """Length-sorted batches, each tokenised (texts clipped where that is exact: ``clip_text``)
-        and run through the model as ``encode`` would.
+        """Length-sorted batches, each tokenised (texts clipped where that is exact, ``clip_text``;
+        no character offsets, ``OffsetFreeTokeniser``) and run through the model as ``encode`` would.
         Wide models: sorted by tokens, one batch at a time on all intra-op threads (bounded memory).
         Narrow models: sorted by characters, tokenised up front, batches run data-parallel."""
         import torch
@@ -216,19 +217,19 @@ class DenseEncoder:
         clip = splits_words_at_spaces(getattr(self.model, "tokenizer", None))
         if self._tokeniser is None or self._tokeniser.max_tokens != max_tokens:
             self._tokeniser = OffsetFreeTokeniser(self.model, max_tokens)  # verified once per encoder
-        features = self._tokeniser.features
+        tokenise_texts = self._tokeniser.features
 
         def tokenise(batch: list[int]) -> dict:
             whole = [texts[i] for i in batch]
             if not clip:
-                return features(whole)
+                return tokenise_texts(whole)
             clipped = [clip_text(t, max_tokens) for t in whole]
-            batch_features = features(clipped)
+            batch_features = tokenise_texts(clipped)
             filled = (batch_features["attention_mask"].sum(1) >= max_tokens).tolist()
             if all(full or len(c) == len(t) for full, c, t in zip(filled, clipped, whole)):
                 return batch_features
             # a clipped text that no longer fills max_tokens (a rare run of long words) is tokenised whole
-            return features([c if full else t for full, c, t in zip(filled, clipped, whole)])
+            return tokenise_texts([c if full else t for full, c, t in zip(filled, clipped, whole)])
 
         def forward(features: dict) -> np.ndarray:
             return self.model(features)["sentence_embedding"].to(torch.float32).numpy()
