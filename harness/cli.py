@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, error_line
 from harness.train import add_train_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        print("error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip()), file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; rerun the same command to resume", file=sys.stderr)

@@ -292,15 +292,21 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
     return qrels, where
 
 
+def split_qrels_path(folder: Path, split: str) -> Path:
+    """``folder/qrels/<split>.tsv``; a clear error naming the splits present when it is missing."""
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise HarnessError(f"{path}: split '{split}' not found (available: {', '.join(available) or 'none'})")
+    return path
+
+
 def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None = None) -> Dataset:
     """Load and validate one split of a BEIR dataset (see the module docstring for the policy)."""
     folder = resolve_dataset_path(name_or_path, data_dir)
     # A folder is named by its last component ("." and "x/" included); symlinks are not followed.
     name = Path(os.path.abspath(name_or_path)).name if Path(name_or_path).is_dir() else name_or_path
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
-        raise HarnessError(f"{qrels_path}: split '{split}' not found (available: {', '.join(available) or 'none'})")
+    qrels_path = split_qrels_path(folder, split)
     corpus_path = _find(folder, "corpus.jsonl")
     queries_path = _find(folder, "queries.jsonl")
 

@@ -7,3 +7,8 @@ class HarnessError(Exception):
     The message is shown as-is after ``error:``; it should name the file (and line) at fault
     and, where there is one, the way to recover.
     """
+
+
+def error_line(exc: HarnessError) -> str:
+    """The one line a command prints for ``exc``: ``error: `` + its message, lines joined."""
+    return "error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

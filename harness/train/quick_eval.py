@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
+from harness.data import split_qrels_path
+from harness.errors import HarnessError, error_line
 from harness.pipeline import l2_normalise
 from harness.train.data import _find, _open_text, load_dataset, read_qrels
 
@@ -22,11 +23,7 @@ from harness.train.data import _find, _open_text, load_dataset, read_qrels
 def load_judged(folder: str | Path, split: str = "test"):
     """(query ids, query texts, qrels) of one judged split."""
     folder = Path(folder)
-    path = folder / "qrels" / f"{split}.tsv"
-    if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.tsv"))
-        raise HarnessError(f"{path}: split '{split}' not found (available: {', '.join(available) or 'none'})")
-    qrels = read_qrels(path)
+    qrels = read_qrels(split_qrels_path(folder, split))
     qids, qtexts = [], []
     with _open_text(_find(folder, "queries")) as f:
         for line in f:
@@ -169,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {args.split} teacher at {args.max_len} tokens = MiniLM cosine + {w:g} x normalised BM25:"
                       f" ndcg@10 {score:.4f}")
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     return 0
 

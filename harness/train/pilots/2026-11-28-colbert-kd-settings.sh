@@ -12,21 +12,7 @@
 # it would have caught it: reference 0.2096, teacher_scale 5 0.1328.
 # Run from the repository root:  bash harness/train/pilots/2026-11-28-colbert-kd-settings.sh
 # (about 70 min on 2 cores; prints the [eval] lines quoted in the model card).
-set -euo pipefail
-export HF_HUB_OFFLINE=1
-work=$(mktemp -d)
-git archive 9ba3fad models/pico | tar -x -C "$work"
-base="$work/models/pico"
-
-arm() {  # arm NAME --set key=value ...
-  local name=$1; shift
-  python -m harness train --config harness/train/configs/colbert-pico.toml \
-    --set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.datasets=["nfcorpus"]' \
-    --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
-    --set run.threads=1 --set run.run_dir="$work/run-$name" --out "$work/$name" "$@" \
-    > "$work/$name.log" 2>&1
-  echo "== $name ($*)"; grep '^\[eval\]' "$work/$name.log"
-}
+source "$(dirname "$0")/_colbert_dev_arm.sh"  # $work, $base, arm NAME --set ...
 
 arm teacher_scale_10 --set kd.teacher_scale=10 & arm candidates_8 --set kd.candidates=8 & wait
 arm lr_4e-3 --set kd.lr=4e-3 & arm real_query_frac_0.75 --set kd.real_query_frac=0.75 & wait

@@ -19,21 +19,7 @@
 # `python -m harness.train.quick_eval --max-len 256`), so it stays at 128.
 # Run from the repository root (about 25 min on 2 cores; the 256-token teacher cache adds about
 # 15 min the first time).
-set -euo pipefail
-export HF_HUB_OFFLINE=1
-work=$(mktemp -d)
-git archive 9ba3fad models/pico | tar -x -C "$work"
-base="$work/models/pico"
-
-arm() {  # arm NAME --set key=value ...
-  local name=$1; shift
-  python -m harness train --config harness/train/configs/colbert-pico.toml \
-    --set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.datasets=["nfcorpus"]' \
-    --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
-    --set run.threads=1 --set run.run_dir="$work/run-$name" --out "$work/$name" "$@" \
-    > "$work/$name.log" 2>&1
-  echo "== $name ($*)"; grep '^\[eval\]' "$work/$name.log"
-}
+source "$(dirname "$0")/_colbert_dev_arm.sh"  # $work, $base, arm NAME --set ...
 
 arm reference --set kd.teacher_scale=20 & arm teacher_scale_10 --set kd.teacher_scale=10 & wait
 arm length_256 --set kd.teacher_scale=20 --set teacher.max_len=256 --set kd.doc_max_len=256
