@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, error_line
 from harness.train import add_train_parser
+from harness.train.adapt import add_adapt_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot_parser(sub)
     _add_cache_parser(sub)
     add_train_parser(sub)
+    add_adapt_parser(sub)
     return parser
 
 

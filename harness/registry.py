@@ -81,6 +81,13 @@ MODELS: dict[str, ModelSpec] = {
             "muvera-pico", "muvera", "MUVERA pico (FDE)", checkpoint="colbert-pico",
             description="ColBERT pico token vectors -> MUVERA fixed-dimensional encoding",
         ),
+        # Trained on SciFact + NFCorpus corpus text and train/dev queries: not zero-shot on those two.
+        ModelSpec("pico-adapted", "dense", "BertHash pico, adapted to SciFact + NFCorpus", checkpoint="pico-adapted",
+                  description="BertHash pico distilled on the SciFact and NFCorpus corpora"),
+        ModelSpec("colbert-pico-adapted", "colbert", "ColBERT pico, adapted to SciFact + NFCorpus",
+                  checkpoint="colbert-pico-adapted", description="ColBERT pico distilled on the SciFact and NFCorpus corpora"),
+        ModelSpec("muvera-pico-adapted", "muvera", "MUVERA pico, adapted to SciFact + NFCorpus",
+                  checkpoint="colbert-pico-adapted", description="adapted ColBERT pico -> MUVERA FDE"),
     )
 }
 

@@ -193,7 +193,7 @@ def test_label_teacher_adds_known_positives(tmp_path):
                                tq[qidx] @ td[didx].T + 0.5 * np.array([[1, 1, 0], [0, 0, 1]]), rtol=1e-6)
     # from a config: every known positive (judged train query, pseudo-query source) is lifted by the weight
     make_beir(tmp_path)
-    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tmp_path))
+    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
     teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
     (plain,), _ = load_pools(cfg, teacher)
     cfg["teacher"]["label_weight"] = 2.0
@@ -213,7 +213,7 @@ def test_holdout_split_leaves_its_queries_out(tmp_path):
 
     folder = make_beir(tmp_path)
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq4\td4\t1\n")
-    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tmp_path))
+    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
     teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
     (full,), _ = load_pools(cfg, teacher)
     cfg["data"]["holdout_splits"] = ["dev"]
@@ -258,7 +258,7 @@ def tiny_dense(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("dense")
     root = tmp_path / "beir"
     make_beir(root)
-    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, root) + [
+    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, root) + [
         "mlm.steps=2", "mlm.batch=4", "embed.steps=3", "embed.batch_docs=4", "embed.batch_queries=4",
         "kl.steps=3", "kl.batch_queries=3", "kl.candidates=4", "kl.hard_from=6",
         "eval.after_embed=false", "eval.after_kl=false"])
@@ -297,7 +297,7 @@ def test_train_dense_tiny(tiny_dense):
 def test_trained_length_is_the_longest_input_a_stage_with_steps_read(tmp_path):
     from harness.train.distill import trained_length
 
-    cfg = common.load_config(CONFIGS / "pico.toml", ["mlm.steps=0", "mlm.max_len=512", "embed.doc_max_len=96",
+    cfg = common.load_config(CONFIGS / "pico-adapted.toml", ["mlm.steps=0", "mlm.max_len=512", "embed.doc_max_len=96",
                                                      "embed.query_max_len=48", "kl.doc_max_len=64"])
     assert trained_length(cfg) == 96  # the MLM stage would read 512 tokens, but it has no steps
     cfg = common.apply_overrides(cfg, ["embed.steps=0"])
@@ -310,7 +310,7 @@ def test_dense_continues_from_a_trained_folder(tiny_dense, tmp_path):
     from harness.models.berthash import load_berthash
     from harness.train.distill import train_dense
 
-    cfg = common.load_config(CONFIGS / "pico.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
+    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
         f"init.from={json.dumps(str(tiny_dense['out']))}", "mlm.steps=0", "embed.steps=0", "kl.steps=0",
         "eval.after_embed=false", "eval.after_kl=false"])
     train_dense(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / "again")
@@ -324,7 +324,7 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     from harness.models.colbert import ColBERT
     from harness.train.colbert_kd import train_colbert
 
-    cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
+    cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
         "kd.fde_weight=1.0", "kd.fde_teacher_scale=20.0", "kd.teacher_scale_end=10.0",
         "teacher.bm25_weight=0.5"])
     out = tmp_path / "colbert"
@@ -379,7 +379,7 @@ def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
     overrides = tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
         'average.members=[[], ["kd.teacher_scale=5.0", "kd.lr=0.01"]]', "average.weights=[0.25, 0.75]",
         f"run.out={json.dumps(str(tmp_path / 'soup'))}"]
-    cfg = common.load_config(CONFIGS / "colbert-pico.toml", overrides)
+    cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides)
     info = train_colbert_average(cfg, teacher=tiny_dense["teacher"])
     run = tmp_path / "run"
     a, b, soup = (ColBERT.load(p).encoder.state_dict() for p in (run / "member-0" / "model", run / "member-1" / "model", tmp_path / "soup"))
@@ -392,7 +392,7 @@ def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
     # the member with no overrides is exactly a plain run of the config
     from harness.train.colbert_kd import train_colbert
 
-    plain = common.load_config(CONFIGS / "colbert-pico.toml", overrides + [
+    plain = common.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides + [
         f"run.run_dir={json.dumps(str(tmp_path / 'plain-run'))}", "average.members=[]", "average.weights=[]"])
     train_colbert(plain, teacher=tiny_dense["teacher"], out_dir=tmp_path / "plain")
     p = ColBERT.load(tmp_path / "plain").encoder.state_dict()
@@ -429,7 +429,7 @@ def test_average_members_in_parallel_processes_equal_in_process(tiny_dense, tmp_
     monkeypatch.setattr(teacher_module, "CACHE", cache)
     weights = {}
     for mode in ("processes", "here"):
-        cfg = common.load_config(CONFIGS / "colbert-pico.toml", tiny_colbert_overrides(tmp_path / mode, tiny_dense["root"], tiny_dense["out"], 2) + [
+        cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path / mode, tiny_dense["root"], tiny_dense["out"], 2) + [
             'average.members=[[], ["kd.teacher_scale=5.0"]]', "average.weights=[0.5, 0.5]",
             f"run.out={json.dumps(str(tmp_path / mode / 'out'))}"])
         teacher = Teacher(max_len=cfg["teacher"]["max_len"], cache_dir=cache / "teacher") if mode == "here" else None
@@ -446,7 +446,7 @@ def test_colbert_kd_continues_from_a_colbert_folder(tiny_dense, tmp_path):
     from harness.train.colbert_kd import train_colbert
 
     def run(init, out, steps):
-        cfg = common.load_config(CONFIGS / "colbert-pico.toml",
+        cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml",
                                  tiny_colbert_overrides(tmp_path / out, tiny_dense["root"], init, steps))
         train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / out)
         return ColBERT.load(tmp_path / out).encoder.state_dict()
@@ -529,3 +529,24 @@ def test_quick_eval_names_a_missing_split_and_the_ones_there(tmp_path, capsys):
         load_judged(folder, "dev")
     assert main(["--datasets", "toy", "--split", "dev", "--data-dir", str(tmp_path)]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_adapt_trains_on_pseudo_queries_of_the_corpus_only(tiny_dense, tmp_path):
+    """`harness adapt`: continues the general model on one corpus's documents; its training queries
+    are all made from documents (no query file, no judgment), and the card says what it was adapted to."""
+    from harness.train.adapt import adapt_config
+    from harness.train.distill import load_pools, train_dense
+
+    folder = tiny_dense["root"] / "toy"
+    cfg = adapt_config(str(tiny_dense["out"]), str(folder), steps=2, out=tmp_path / "adapted", data_dir=None)
+    cfg = common.apply_overrides(cfg, [f"run.run_dir={json.dumps(str(tmp_path / 'run'))}", "kl.batch_queries=3",
+                                       "kl.candidates=4", "kl.hard_from=6", "data.teacher_topk=8"])
+    assert cfg["init"]["from"] == str(tiny_dense["out"]) and cfg["embed"]["steps"] == 0
+    pools, _ = load_pools(cfg, tiny_dense["teacher"])
+    (pool,) = pools
+    assert set(pool.kinds) == {"title", "sentence"}
+    assert not any("SECRET" in q or "train question" in q for q in pool.queries)
+    info = train_dense(cfg, teacher=tiny_dense["teacher"])
+    assert info["steps"]["kl"] == 2
+    card = (tmp_path / "adapted" / "README.md").read_text()
+    assert "adapted to toy" in card and "No query, judgment or split" in card

@@ -44,6 +44,35 @@ def _fmt_secs(s: float) -> str:
     return f"{s / 60:.1f} min ({s:.0f} s)"
 
 
+def _source_hashes(cfg: dict) -> list[str]:
+    """Markdown lines: sha256 of every file the config's ``data.sources`` read."""
+    if not cfg["data"].get("sources"):
+        return []
+    from harness.models.weights import file_sha256
+    from harness.train.common import data_root
+    from harness.train.sources import Source, source_files
+
+    out = ["", "| training file | bytes | sha256 |", "| --- | --- | --- |"]
+    root = data_root(cfg)
+    for entry in cfg["data"]["sources"]:
+        for path in source_files(Source.from_config(entry, root)):
+            shown = path.relative_to(root) if path.is_relative_to(root) else path
+            out.append(f"| `{shown}` | {path.stat().st_size:,} | `{file_sha256(path)}` |")
+    return out
+
+
+def _self_check_text(cfg: dict) -> str:
+    ev = cfg["eval"]
+    split = ev.get("split", "test")
+    where = f"`{ev['root']}`" if ev.get("root") else "the BEIR data folder"
+    text = (f"nDCG@10 on the full `{split}` split of {', '.join(ev['datasets'])} ({where}), measured by "
+            "`harness.train.quick_eval` at the end of the named stage.")
+    if split == "test":
+        return (text + " Reported only; no checkpoint or hyper-parameter was selected on the test split"
+                + cfg["card"].get("selection_note", "") + ". Official numbers come from `python -m harness run`.")
+    return text + " Official BEIR numbers come from `python -m harness run`."
+
+
 def write_card(folder: Path, info: dict, cfg: dict) -> None:
     folder = Path(folder)
     atomic_write_json(folder / "training_info.json", {k: v for k, v in info.items() if k != "history"}, sort_keys=True)
@@ -60,15 +89,26 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         lines += ["from harness.models.colbert import ColBERT",
                   f'model = ColBERT.load("{cfg["run"]["out"]}")  # PyLate layout (see harness.models.colbert)']
     lines += ["```", "", "## Training data recipe", ""]
-    lines += [cfg["card"]["recipe"].strip(), "", "| dataset | documents | train/dev queries used | test queries excluded | training queries by kind |",
+    lines += [cfg["card"]["recipe"].strip(), "", "| dataset | documents | judged queries used (pairs, train/dev) | test queries excluded | training queries by kind |",
               "| --- | --- | --- | --- | --- |"]
     for name, d in r.items():
+        if name == "contamination_guard":
+            continue
         kinds = ", ".join(f"{k}: {v}" for k, v in d.get("training_queries_by_kind", {}).items())
         lines.append(f"| {name} | {d.get('documents')} | {d.get('train_dev_queries', '')} | "
                      f"{d.get('test_queries_excluded', '')} | {kinds} |")
-    lines += ["", "Test queries (every id in `qrels/test.tsv`) and test judgments are filtered out by "
-              "`harness.train.data.load_split_queries` and checked by `assert_no_test_leak` "
-              "(covered by `tests/test_train.py`).", ""]
+    lines += _source_hashes(cfg)
+    guard = r.get("contamination_guard")
+    if guard:
+        dropped = ", ".join(f"{k}: {v}" for k, v in guard["training_queries_dropped"].items())
+        lines += ["", f"Contamination guard: {guard['excluded_texts']} distinct normalised query texts of the BEIR "
+                  f"folders {', '.join(guard['excluded_query_sets'])} (all their splits); training queries equal "
+                  f"to one of them dropped ({dropped}).", ""]
+    else:
+        lines += ["", "Test queries (every id in `qrels/test.tsv`, and any train/dev query whose normalised text "
+                  "equals a test query's) and test judgments are filtered out by "
+                  "`harness.train.data.load_split_queries` and checked by `assert_no_test_leak` "
+                  "(covered by `tests/test_train.py`).", ""]
     bm25_weight = float(cfg.get("teacher", {}).get("bm25_weight", 0.0))
     score = ("cosine" if not bm25_weight else
              f"cosine + {bm25_weight:g} x BM25 / (the query's best BM25 score over its corpus), BM25 with the "
@@ -88,6 +128,8 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         lines.append(f"PCA (384 -> 80) explains {100 * info['pca_explained_variance']:.1f}% of the teacher "
                      "embedding variance on the training texts.")
         lines.append("")
+    if cfg["card"].get("selection"):
+        lines += ["## What was selected on what", "", cfg["card"]["selection"].strip(), ""]
     if cfg["card"].get("notes"):
         lines += ["## Development notes", "", cfg["card"]["notes"].strip(), ""]
     lines += ["## Run", "",
@@ -107,9 +149,7 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
     if info.get("evals"):
         metrics = _metric_names(info["evals"])
         lines += ["## Self-check (measurement only)", "",
-                  "nDCG@10 on the full TEST split, measured by `harness.train.quick_eval` at the end of the "
-                  "named stage. Reported only; no checkpoint or hyper-parameter was selected on the test split"
-                  + cfg["card"].get("selection_note", "") + ". Official numbers come from `python -m harness run`.", "",
+                  _self_check_text(cfg), "",
                   "| measured after | dataset | " + " | ".join(metrics) + " |",
                   "| --- | --- |" + " --- |" * len(metrics)]
         for stage, per_ds in info["evals"].items():

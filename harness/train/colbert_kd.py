@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train.common import Checkpointer, candidate_batcher, data_root, kl_teacher_student, plot_losses, run_settings, seed_everything
+from harness.train.common import Checkpointer, candidate_batcher, eval_root, kl_teacher_student, plot_losses, run_settings, seed_everything
 from harness.train.distill import StageRunner, _swap_in, load_dense_base, load_pools
 from harness.train.teacher import Teacher
 
@@ -155,7 +155,7 @@ def quick_eval_colbert(model, cfg: dict) -> dict:
     res = {}
     for name in cfg["eval"]["datasets"]:
         split = cfg["eval"].get("split", "test")
-        res[name] = eval_colbert(enc_tokens, data_root(cfg) / name, dense_encode, fde_encode, split=split)
+        res[name] = eval_colbert(enc_tokens, eval_root(cfg) / name, dense_encode, fde_encode, split=split)
         tqdm.write(f"[eval] {name} ({split}, measurement only): {res[name]}")
     return res
 

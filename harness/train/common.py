@@ -104,17 +104,37 @@ def candidate_batcher(pools: list, kc: dict):
     return draw
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _folder(value: str | None) -> Path:
+    """A config folder: "" = the harness's BEIR data folder (``$HARNESS_DATA_DIR``, else
+    ``../shared/data/beir`` beside the checkout); a relative path is relative to the checkout, so
+    training runs from any working directory."""
+    if not value:
+        return default_data_dir()
+    path = Path(value)
+    return path if path.is_absolute() else REPO / path
+
+
 def data_root(cfg: dict) -> Path:
-    """The BEIR data folder: ``data.root`` if the config sets it, else the harness's default
-    (``$HARNESS_DATA_DIR``, else ``../shared/data/beir`` beside the checkout), so training runs from
-    any working directory."""
-    root = cfg["data"].get("root")
-    return Path(root) if root else default_data_dir()
+    """Where ``data.datasets`` / ``data.sources`` are read: ``data.root``."""
+    return _folder(cfg["data"].get("root"))
+
+
+def beir_root(cfg: dict) -> Path:
+    """The BEIR folders ``data.exclude_queries_of`` names: ``data.beir_root``."""
+    return _folder(cfg["data"].get("beir_root"))
+
+
+def eval_root(cfg: dict) -> Path:
+    """Where the self-check's ``eval.datasets`` are read: ``eval.root``, else ``data.root``."""
+    return _folder(cfg["eval"].get("root")) if "root" in cfg["eval"] else data_root(cfg)
 
 
 # Config values that do not change a run's weights: where it writes, how many threads it uses,
 # how often it checkpoints, the self-check, the card and the averaging plan (each member has its own run).
-_NOT_SETTINGS = {"run": {"out", "run_dir", "threads"}, "data": {"root"}}
+_NOT_SETTINGS = {"run": {"out", "run_dir", "threads"}, "data": {"root", "beir_root"}}
 _NOT_SETTINGS_SECTIONS = {"checkpoint", "eval", "card", "average"}
 
 

@@ -17,12 +17,22 @@ import hashlib
 import json
 import random
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+_PUNCT = re.compile(r"[^\w\s]")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_query(text: str) -> str:
+    """Casefolded NFKC text, punctuation removed, whitespace collapsed: the identity of a query
+    for the contamination checks (a training query equal to an evaluation query is dropped)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 
 @dataclass
@@ -86,14 +96,19 @@ def load_split_queries(folder: Path, splits=("train", "dev")):
                 if qid in test_ids:  # a query id shared with test is dropped, judgments and all
                     continue
                 qrels.setdefault(qid, {}).update(rel)
-    ids, texts = [], []
+    rows = []
     with _open_text(_find(folder, "queries")) as f:
         for line in f:
             row = json.loads(line)
-            qid = str(row["_id"])
-            if qid in qrels and qid not in test_ids:
-                ids.append(qid)
-                texts.append(row["text"])
+            rows.append((str(row["_id"]), row.get("text") or ""))
+    # A train/dev query whose text equals a test query's (other id, same words) is a leak too.
+    test_texts = {normalise_query(t) for q, t in rows if q in test_ids}
+    ids, texts = [], []
+    for qid, text in rows:
+        if qid in qrels and qid not in test_ids and normalise_query(text) not in test_texts:
+            ids.append(qid)
+            texts.append(text)
+    qrels = {q: rel for q, rel in qrels.items() if q in set(ids)}
     return ids, texts, qrels, test_ids
 
 
@@ -133,12 +148,13 @@ class TrainQuery:
     qid: str = ""  # the query id for real train/dev queries; "" for pseudo-queries
 
 
-def pseudo_queries(ds: Dataset, sentences_per_doc: int, rng: random.Random) -> list[TrainQuery]:
-    """Document-derived pseudo-queries: the title -> its document, and random abstract sentences
-    -> their document (the harness scores the sentence against the whole document)."""
+def pseudo_queries(ds: Dataset, sentences_per_doc: int, rng: random.Random, titles: bool = True) -> list[TrainQuery]:
+    """Document-derived pseudo-queries: the title -> its document (unless ``titles`` is false, as
+    for Wikipedia paragraphs, which share their article's title), and random sentences -> their
+    document (the harness scores the sentence against the whole document)."""
     out = []
     for i, (title, text) in enumerate(zip(ds.doc_titles, ds.doc_texts)):
-        if len(title.strip()) >= 10:
+        if titles and len(title.strip()) >= 10:
             out.append(TrainQuery(title.strip(), ds.name, "title", (i,)))
         sents = split_sentences(text)
         rng.shuffle(sents)
@@ -157,13 +173,13 @@ def real_queries(ds: Dataset) -> list[TrainQuery]:
 
 
 def build_queries(ds: Dataset, sentences_per_doc: int = 2, seed: int = 0, use_real: bool = True,
-                  use_pseudo: bool = True) -> list[TrainQuery]:
+                  use_pseudo: bool = True, title_queries: bool = True) -> list[TrainQuery]:
     rng = random.Random(f"{seed}:{ds.name}")
     out = []
     if use_real:
         out += real_queries(ds)
     if use_pseudo:
-        out += pseudo_queries(ds, sentences_per_doc, rng)
+        out += pseudo_queries(ds, sentences_per_doc, rng, title_queries)
     return out
 
 

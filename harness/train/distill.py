@@ -22,8 +22,10 @@ from harness.errors import HarnessError
 from harness.train import data as tdata
 from harness.train.common import (
     Checkpointer,
+    beir_root,
     candidate_batcher,
     data_root,
+    eval_root,
     Pool,
     kl_teacher_student,
     normalised_bm25,
@@ -40,6 +42,27 @@ from harness.train.teacher import Teacher, teacher_path
 # ----------------------------------------------------------------------------- data
 
 
+def training_datasets(cfg: dict) -> tuple[list[tdata.Dataset], dict]:
+    """The config's training collections as datasets, and what the contamination guard dropped.
+
+    ``data.sources`` (general text, :mod:`harness.train.sources`) gives corpus shards;
+    otherwise ``data.datasets`` names BEIR folders under ``data.root`` whose train/dev queries
+    are used (the corpus-adapted recipe)."""
+    from harness.train import sources as tsources
+
+    dcfg = cfg["data"]
+    if not dcfg.get("sources"):
+        return [tdata.load_dataset(data_root(cfg) / n) for n in dcfg["datasets"]], {}
+    excluded = tsources.excluded_queries([beir_root(cfg) / n for n in dcfg.get("exclude_queries_of", [])])
+    out, dropped = [], {}
+    for entry in dcfg["sources"]:
+        src = tsources.Source.from_config(entry, data_root(cfg))
+        shards, dropped[src.name] = tsources.load_source(src, excluded)
+        out += shards
+    return out, {"excluded_query_sets": list(dcfg.get("exclude_queries_of", [])),
+                 "excluded_texts": len(excluded), "training_queries_dropped": dropped}
+
+
 def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:
     """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary.
 
@@ -51,12 +74,15 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
     root = data_root(cfg)
     bm25_weight = float(cfg["teacher"].get("bm25_weight", 0.0))
     label_weight = float(cfg["teacher"].get("label_weight", 0.0))
+    guard = {}
+    if datasets is None:
+        datasets, guard = training_datasets(cfg)
     pools, summary_ds, summary_q, found_splits = [], [], {}, set()
-    for name in datasets if datasets is not None else dcfg["datasets"]:
-        ds = tdata.load_dataset(root / name) if not isinstance(name, tdata.Dataset) else name
+    for ds in tqdm(datasets, desc="pools", unit="dataset"):
         tdata.assert_no_test_leak(ds)
         qs = tdata.build_queries(ds, sentences_per_doc=dcfg["sentences_per_doc"], seed=dcfg["seed"],
-                                 use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"])
+                                 use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"],
+                                 title_queries=dcfg.get("title_queries", True))
         t_q = teacher.encode([q.text for q in qs], name=f"{ds.name}-queries")  # cache key: all queries
         t_d = teacher.encode(ds.docs, name=f"{ds.name}-docs")
         held_out = set()
@@ -80,7 +106,10 @@ def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], 
     missing = set(dcfg.get("holdout_splits", [])) - found_splits
     if missing:
         raise HarnessError(f"data.holdout_splits: no dataset has qrels/{sorted(missing)[0]}.tsv")
-    return pools, tdata.recipe_summary(summary_ds, summary_q)
+    summary = tdata.recipe_summary(summary_ds, summary_q)
+    if guard:
+        summary["contamination_guard"] = guard
+    return pools, summary
 
 
 def load_dense_base(path: str | Path):
@@ -380,7 +409,7 @@ def quick_eval_dense(student: DenseStudent, cfg: dict) -> dict:
             return student.encode(texts, min(ec["query_max_len"], length) if kind == "query" else length)
 
         split = ec.get("split", "test")
-        res[name] = eval_dense(enc, data_root(cfg) / name, split=split)
+        res[name] = eval_dense(enc, eval_root(cfg) / name, split=split)
         tqdm.write(f"[eval] {name} ndcg@10 ({split}, measurement only) = {res[name]:.4f}")
     return res
 
