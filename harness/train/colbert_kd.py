@@ -132,7 +132,7 @@ def set_doc_len(model, n: int) -> None:
     """Train and ship with documents cut to ``n`` tokens (``kd.doc_max_len``, the teacher's 128).
     Position embeddings past the trained length keep their random initial values, so the shipped
     model must not read further: at 300 tokens the released model lost 0.028 of maxsim ndcg@10 on
-    nfcorpus dev (``harness/train/pilots/2026-11-29-trained-length.sh``)."""
+    nfcorpus dev (``examples/pilots/2026-11-29-trained-length.sh``)."""
     model.document_length = n
 
 

@@ -419,7 +419,7 @@ def trained_length(cfg: dict) -> int:
     its training stages with steps read. Position embeddings past that length never receive a
     gradient and keep their random initial values, so reading further makes the vectors worse
     (nfcorpus dev, pilot with dev held out: 0.2342 at 128 tokens, 0.2070 at 256;
-    ``harness/train/pilots/2026-11-29-trained-length.sh``)."""
+    ``examples/pilots/2026-11-29-trained-length.sh``)."""
     lengths = []
     for stage, keys in (("mlm", ("max_len",)), ("embed", ("doc_max_len", "query_max_len")),
                         ("kl", ("doc_max_len", "query_max_len"))):

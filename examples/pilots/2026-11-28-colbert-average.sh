@@ -21,7 +21,7 @@
 # also at or above the sharp run on every column. At full length (5,000 steps per run) that average
 # did not beat the third release on test (nfcorpus +0.008 summed over four rows, scifact -0.042;
 # model card), so the config still trains one run.
-# Run from the repository root:  bash harness/train/pilots/2026-11-28-colbert-average.sh  (about 40 min)
+# Run from the repository root:  bash examples/pilots/2026-11-28-colbert-average.sh  (about 40 min)
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 work=$(mktemp -d)
@@ -30,7 +30,7 @@ base="$work/models/pico"
 
 average() {  # average NAME WEIGHT_ON_THE_SECOND_MEMBER MEMBERS [--set ... / --resume]
   local name=$1 w=$2 members=$3; shift 3
-  python -m harness train --config harness/train/configs/colbert-pico.toml \
+  python -m harness train --config harness/train/configs/colbert-pico-adapted.toml \
     --set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.datasets=["nfcorpus"]' \
     --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
     --set run.threads=1 --set run.run_dir="$work/run-$name" --out "$work/$name-$w" \

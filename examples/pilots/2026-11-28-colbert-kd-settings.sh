@@ -10,7 +10,7 @@
 # FDE column was by inner product, so it was not shipped (models/colbert-pico/README.md). The
 # self-check now prints `muvera_fde_cosine` too (the first four waves ran before it existed), and
 # it would have caught it: reference 0.2096, teacher_scale 5 0.1328.
-# Run from the repository root:  bash harness/train/pilots/2026-11-28-colbert-kd-settings.sh
+# Run from the repository root:  bash examples/pilots/2026-11-28-colbert-kd-settings.sh
 # (about 70 min on 2 cores; prints the [eval] lines quoted in the model card).
 source "$(dirname "$0")/_colbert_dev_arm.sh"  # $work, $base, arm NAME --set ...
 

@@ -2,7 +2,7 @@
 # Pilots behind the third release of models/pico and models/colbert-pico (2026-11-28).
 # Every pilot continues from the SECOND release of the dense pico (commit 9ba3fad), leaves the
 # nfcorpus DEV queries out of training and scores nfcorpus DEV, so nothing is chosen on test.
-# Run from the repository root:  bash harness/train/pilots/2026-11-28-hybrid-teacher.sh
+# Run from the repository root:  bash examples/pilots/2026-11-28-hybrid-teacher.sh
 # (about 35 min on 2 cores; prints the [eval] lines quoted in the model cards).
 set -euo pipefail
 export HF_HUB_OFFLINE=1
@@ -26,7 +26,7 @@ PY
 
 for w in 0.0 0.5; do
   echo "== dense: 800 more KL steps, teacher.bm25_weight=$w"
-  python -m harness train --config harness/train/configs/pico.toml "${pilot[@]}" \
+  python -m harness train --config harness/train/configs/pico-adapted.toml "${pilot[@]}" \
     --set init.from="$base" --set embed.steps=0 --set kl.steps=800 --set eval.after_embed=false \
     --set teacher.bm25_weight=$w --set run.run_dir="$work/run-dense-$w" --out "$work/dense-$w" 2>&1 | grep '^\[eval\]'
 done
@@ -34,7 +34,7 @@ done
 for arm in "0.0 0.0" "0.5 0.0" "0.5 1.0"; do
   set -- $arm
   echo "== colbert: 800 KD steps from the dense pico, teacher.bm25_weight=$1, kd.fde_weight=$2"
-  python -m harness train --config harness/train/configs/colbert-pico.toml "${pilot[@]}" \
+  python -m harness train --config harness/train/configs/colbert-pico-adapted.toml "${pilot[@]}" \
     --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
     --set teacher.bm25_weight=$1 --set kd.fde_weight=$2 --set run.run_dir="$work/run-colbert-$1-$2" \
     --out "$work/colbert-$1-$2" 2>&1 | grep '^\[eval\]'

@@ -25,26 +25,26 @@
 #    for FDE: 0.2670 / 0.6437, 0.2580 / 0.6488, 0.2453 / 0.6122, 0.2603 / 0.6442 (columns as above),
 #    nfcorpus sum 1.2259, and scifact maxsim would lose its target (0.6437 < 0.6452): not shipped.
 # The arms were run from edited copies of the two configs (the same values as the overrides below).
-# Run from the repository root:  bash harness/train/pilots/2026-11-28-full-length-arms.sh  (~2.5 h at 1 thread)
+# Run from the repository root:  bash examples/pilots/2026-11-28-full-length-arms.sh  (~2.5 h at 1 thread)
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 work=$(mktemp -d)
 
 colbert() {  # colbert NAME DENSE_PICO [--set ...]
   local name=$1 pico=$2; shift 2
-  python -m harness train --config harness/train/configs/colbert-pico.toml \
+  python -m harness train --config harness/train/configs/colbert-pico-adapted.toml \
     --set model.init_from="$pico" --set eval.dense_from="$pico" \
     --set run.run_dir="$work/run-$name" --out "$work/$name" "$@" > "$work/$name.log" 2>&1
   echo "== $name"; grep '^\[eval\]' "$work/$name.log"
 }
 
 colbert colbert-7500 models/pico --set kd.steps=7500
-python -m harness train --config harness/train/configs/pico.toml --set kl.steps=4000 \
+python -m harness train --config harness/train/configs/pico-adapted.toml --set kl.steps=4000 \
   --set run.run_dir="$work/run-pico-kl4000" --out "$work/pico-kl4000" > "$work/pico-kl4000.log" 2>&1
 echo "== pico-kl4000"; grep '^\[eval\]' "$work/pico-kl4000.log"
 colbert colbert-from-kl4000 "$work/pico-kl4000"
 colbert colbert-from-kl4000-ts10 "$work/pico-kl4000" --set kd.teacher_scale=10.0
-python -m harness train --config harness/train/configs/colbert-pico.toml \
+python -m harness train --config harness/train/configs/colbert-pico-adapted.toml \
   --set 'average.members=[[], ["run.seed=44"], ["run.seed=45"]]' --set 'average.weights=[0.3333, 0.3333, 0.3334]' \
   --set run.run_dir="$work/run-seeds" --out "$work/average-of-seeds" > "$work/average-of-seeds.log" 2>&1
 echo "== average of seeds 43, 44, 45"; grep '^\[eval\]' "$work/average-of-seeds.log"

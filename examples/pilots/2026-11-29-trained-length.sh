@@ -69,13 +69,13 @@ git archive 9ba3fad models/pico | tar -x -C "$work/second"
 base="$work/second/models/pico"
 pilot=(--set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.datasets=["nfcorpus"]'
        --set teacher.label_weight=0.5)
-python -m harness train --config harness/train/configs/pico.toml "${pilot[@]}" \
+python -m harness train --config harness/train/configs/pico-adapted.toml "${pilot[@]}" \
   --set init.from="$base" --set embed.steps=0 --set kl.steps=800 --set eval.after_embed=false \
   --set run.run_dir="$work/run-dense" --out "$work/dense" > /dev/null 2>&1
 for n in 96 128 160 192 256; do
   echo "dense pilot $n: nfcorpus dev $(score "$work/dense" nfcorpus dev --max-length $n)"
 done
-python -m harness train --config harness/train/configs/colbert-pico.toml "${pilot[@]}" \
+python -m harness train --config harness/train/configs/colbert-pico-adapted.toml "${pilot[@]}" \
   --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
   --set run.run_dir="$work/run-colbert" --out "$work/colbert" > /dev/null 2>&1
 for n in 128 300; do

@@ -10,7 +10,7 @@ base="$work/models/pico"
 
 arm() {  # arm NAME --set key=value ...
   local name=$1; shift
-  python -m harness train --config harness/train/configs/colbert-pico.toml \
+  python -m harness train --config harness/train/configs/colbert-pico-adapted.toml \
     --set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.datasets=["nfcorpus"]' \
     --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
     --set run.threads=1 --set run.run_dir="$work/run-$name" --out "$work/$name" "$@" \

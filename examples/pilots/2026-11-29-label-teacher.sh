@@ -18,12 +18,12 @@ pilot=(--set 'data.holdout_splits=["dev"]' --set eval.split=dev --set 'eval.data
        --set teacher.label_weight=0.5)
 
 echo "== dense: 800 more KL steps, teacher.label_weight=0.5"
-python -m harness train --config harness/train/configs/pico.toml "${pilot[@]}" \
+python -m harness train --config harness/train/configs/pico-adapted.toml "${pilot[@]}" \
   --set init.from="$base" --set embed.steps=0 --set kl.steps=800 --set eval.after_embed=false \
   --set run.run_dir="$work/run-dense" --out "$work/dense" 2>&1 | grep '^\[eval\]'
 
 echo "== colbert: 800 KD steps from the dense pico, teacher.label_weight=0.5"
-python -m harness train --config harness/train/configs/colbert-pico.toml "${pilot[@]}" \
+python -m harness train --config harness/train/configs/colbert-pico-adapted.toml "${pilot[@]}" \
   --set model.init_from="$base" --set eval.dense_from="$base" --set kd.steps=800 \
   --set run.run_dir="$work/run-colbert" --out "$work/colbert" 2>&1 | grep '^\[eval\]'
 rm -rf "$work"
