@@ -129,15 +129,21 @@ def index_description(embeddings) -> dict:
     components = (embeddings.config.get("build") or {}).get("settings", {}).get("components")
     nlist, nprobe = getattr(backend, "nlist", None), getattr(backend, "nprobe", None)
     info = {"backend": embeddings.config.get("backend"), "components": components, "nlist": nlist, "nprobe": nprobe}
-    reasons = []
-    if components and "SQ" in components:
-        reasons.append(f"vectors stored as {components.split(',')[-1]} scalar-quantised values")
-    if nlist and nprobe is not None and nprobe < nlist:
-        reasons.append(f"IVF search probes {nprobe} of {nlist} lists")
-    if components and not any(part in components for part in ("Flat", "SQ", "IVF")):
-        reasons.append(f"index {components}")
-    info["approximate"] = bool(reasons)
-    info["approximation"] = "; ".join(reasons) if reasons else "exact (flat float32, every document scored)"
+    storage = components.split(",")[-1] if components else ""
+    quantised = storage.startswith("SQ")
+    partial = bool(nlist) and nprobe is not None and nprobe < nlist
+    unknown = bool(components) and not any(part in components for part in ("Flat", "SQ", "IVF"))
+    notes = []
+    if quantised:
+        sample = (embeddings.config.get("faiss") or {}).get("sample")
+        trained = f", ranges trained on a {sample:.0%} sample" if sample else ""
+        notes.append(f"{storage[2:]}-bit scalar-quantised vectors{trained}")
+    if nlist:
+        notes.append(f"IVF probes {min(nprobe or nlist, nlist)} of {nlist} lists")
+    if unknown:
+        notes.append(f"index {components}")
+    info["approximate"] = quantised or partial or unknown
+    info["approximation"] = "; ".join(notes) if notes else "exact (flat float32, every document scored)"
     return info
 
 
@@ -191,7 +197,7 @@ class TxtaiBenchmarkCondition:
     """One model under the txtai-benchmark profile; ``run(dataset)`` -> (result, run), as Condition."""
 
     def __init__(self, model: str, options, cache: VectorCache, config_file: Path | None = None,
-                 index_seeds: dict | None = None):
+                 faiss_overrides: dict | None = None):
         from harness.pipeline import condition_name
 
         unsupported = [flag for flag, on in (
@@ -204,7 +210,7 @@ class TxtaiBenchmarkCondition:
                                " (set txtai options in --txtai-config FILE)")
         self.model, self.options, self.cache = model, options, cache
         self.config_file = Path(config_file) if config_file else None
-        self.index_seeds = index_seeds or {}
+        self.faiss_overrides = faiss_overrides or {}  # SeededFaiss settings (seeds, sample, quantize)
         self.spec, self.path = registry.resolve(model)
         if self.spec.kind == "colbert":
             raise HarnessError(f"{model}: full ColBERT maxsim cannot run through txtai's benchmark (one vector per"
@@ -218,9 +224,9 @@ class TxtaiBenchmarkCondition:
             self.config.setdefault("path", self.path)
             if self.spec.kind == "muvera":
                 self._muvera_settings()
-            if self.index_seeds:
+            if self.faiss_overrides:
                 self.config["backend"] = SEEDED_FAISS
-                self.config["faiss"] = {**self.config.get("faiss", {}), **self.index_seeds}
+                self.config["faiss"] = {**self.config.get("faiss", {}), **self.faiss_overrides}
 
     def _muvera_settings(self) -> None:
         """The FDE options the harness was given, as txtai's late-pooling ``muvera`` settings."""

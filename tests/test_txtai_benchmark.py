@@ -200,3 +200,33 @@ def test_cli_profile_names_and_errors(tiny_model, dataset_dir, tmp_path, capsys)
                            (["--model", f"colbert:{tiny_model}", *profile], "full ColBERT maxsim")):
         code, _, err = run_cli([*base, *extra], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_seed_conventions_table_and_reproduce(dataset_dir, tmp_path, capsys):
+    results = tmp_path / "results"
+    conditions = results / "conditions.toml"
+    results.mkdir()
+    conditions.write_text(
+        'datasets = ["tiny", "other"]\n'
+        '[[group]]\nname = "seed conventions"\nlayout = "conventions"\ncaption = "three ways"\n'
+        '[[condition]]\nname = "bm25"\nlabel = "BM25"\nargs = "--model bm25"\ngroups = ["seed conventions"]\n'
+        'published = { tiny = 0.5 }\ntxtai_benchmark = "bm25-txtai-benchmark"\n'
+        '[[condition]]\nname = "bm25-txtai-benchmark"\nlabel = "BM25, txtai"\n'
+        'args = "--model bm25 --profile txtai-benchmark"\ngroups = []\nexpected = { tiny = 0.0 }\n'
+        '[[condition]]\nname = "rerank-only"\nlabel = "no txtai twin"\nargs = "--model bm25"\n'
+        'groups = ["seed conventions"]\npublished = { tiny = 0.25 }\n')
+    common = ["--datasets", str(dataset_dir), "--cache-dir", str(tmp_path / "c")]
+    code, _, err = run_cli(["reproduce", "--conditions", str(conditions), "--results-dir", str(results),
+                            "--only", "bm25-txtai-benchmark", *common], capsys)
+    assert code == 0, err
+    assert run_cli(["run", "--model", "bm25", "--results-dir", str(results), *common[:2]], capsys)[0] == 0
+    txtai = json.loads((results / "bm25-txtai-benchmark" / "tiny.json").read_text())["metrics"]["ndcg@10"]
+    beir = json.loads((results / "bm25" / "tiny.json").read_text())["metrics"]["ndcg@10"]
+    code, out, _ = run_cli(["table", "--results-dir", str(results), "--print"], capsys)
+    assert code == 0 and "### seed conventions" in out and "three ways" in out
+    assert "| tiny seed " in out and "| tiny txtai-benchmark " in out and "other" not in out
+    row = next(line for line in out.splitlines() if line.startswith("| BM25 "))
+    assert [c.strip() for c in row.split("|")[2:5]] == ["0.5000", f"{txtai:.4f}", f"{beir:.4f}"]
+    assert "†" not in row  # BM25 through txtai scoring is exact
+    twinless = next(line for line in out.splitlines() if line.startswith("| no txtai twin "))
+    assert "n/a" in twinless and "0.2500" in twinless
