@@ -347,7 +347,9 @@ class TxtaiBenchmarkCondition:
             "txtai_config": {k: v for k, v in self.config.items() if k != "path"},
             "vectors": type(model).__name__,
             "pooling": type(pooling).__name__ if pooling is not None else None,
-            "max_length": getattr(pooling, "maxlength", None),
+            # read from settings, not from the pooling's state (a cached encode never sets it)
+            "max_length": ({"documents": pooling.dlength, "queries": pooling.qlength} if hasattr(pooling, "dlength")
+                           else getattr(pooling, "maxlength", None)),
             "dims": embeddings.config.get("dimensions"),
         }
         if stage["dims"]:
