@@ -43,8 +43,7 @@ from harness import registry
 from harness.cache import VectorCache, texts_sha256
 from harness.data import Dataset, _find, _read_bytes, _read_jsonl
 from harness.errors import HarnessError
-from harness.provenance import environment, now_utc, peak_rss_mb
-from harness.results import SCHEMA_VERSION
+from harness.results import build_result
 
 PROFILE = "txtai-benchmark"
 #: benchmarks.py ``Embed``: the embeddings config when no config file names one.
@@ -285,37 +284,23 @@ class TxtaiBenchmarkCondition:
             "queries_evaluated": len(per_query),
             "self_matches_removed": removed,
         }
-        result = {
-            "schema": SCHEMA_VERSION,
-            "condition": self.name,
-            "model": self.model,
-            "dataset": dataset.name,
-            "split": dataset.split,
-            "profile": PROFILE,
-            "metrics": metrics,
-            "primary_metric": "ndcg@10",
-            "n_queries": len(per_query),
-            "counts": counts,
-            "method": {"kind": self.spec.kind, "profile": PROFILE, "top_k": LIMIT, **method},
-            "evaluation": "txtai examples/benchmarks.py: pytrec_eval at 10 over the queries both the run and the"
-                          " qrels hold, every queries.jsonl query searched with limit + 1 and its own id removed;"
-                          " means rounded to 5 decimals",
-            "dataset_info": {
-                "path": str(dataset.path),
-                "files_sha256": dataset.files,
-                "checksum": dataset.checksum,
-                "n_documents": len(dataset.doc_ids),
-                "text_format": {"document": 'f"{title}. {text}" if title else text (not stripped; empty not indexed)'},
-            },
-            "storage": {},
-            "timing": log.seconds,
-            "cache": log.cache,
-            "peak_rss_mb": peak_rss_mb(),
-            "environment": environment(),
-            "command": command,
-            "created": now_utc(),
-            "per_query": {"ndcg@10": {q: float(v["ndcg_cut_10"]) for q, v in per_query.items()}},
-        }
+        result = build_result(
+            self.name, self.model, dataset,
+            metrics=metrics,
+            primary_metric="ndcg@10",
+            n_queries=len(per_query),
+            counts=counts,
+            method={"kind": self.spec.kind, "profile": PROFILE, "top_k": LIMIT, **method},
+            text_format={"document": 'f"{title}. {text}" if title else text (not stripped; empty not indexed)'},
+            storage={},
+            log=log,
+            command=command,
+            per_query={q: float(v["ndcg_cut_10"]) for q, v in per_query.items()},
+        )
+        result["profile"] = PROFILE
+        result["evaluation"] = ("txtai examples/benchmarks.py: pytrec_eval at 10 over the queries both the run and"
+                                " the qrels hold, every queries.jsonl query searched with limit + 1 and its own id"
+                                " removed; means rounded to 5 decimals")
         return result, run
 
     def _scoring(self, documents, log):
