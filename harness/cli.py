@@ -59,6 +59,12 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own Python code to run")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can execute code")
     p.add_argument("--max-memory", type=float, default=None, help="memory budget in GiB for full maxsim scoring")
+    p.add_argument("--profile", choices=("beir", "txtai-benchmark"), default="beir",
+                   help="beir: BEIR's conventions (exact search, all metrics); txtai-benchmark: txtai's"
+                   " examples/benchmarks.py run through txtai (its Embeddings/faiss or BM25 scoring, text joining,"
+                   " query handling and evaluation at 10), stored as its own condition")
+    p.add_argument("--txtai-config", type=Path, default=None,
+                   help="txtai-benchmark: YAML file whose embeddings/scoring sections replace benchmarks.py's defaults")
     p.set_defaults(func=cmd_run)
 
 
@@ -103,7 +109,14 @@ def execute_run(args) -> list[dict]:
     if not names:
         raise HarnessError("--datasets is empty")
     cache = VectorCache(args.cache_dir, enabled=not args.no_cache)
-    condition = Condition(args.model, options, cache)
+    if args.profile == "txtai-benchmark":
+        from harness.txtai_benchmark import TxtaiBenchmarkCondition
+
+        condition = TxtaiBenchmarkCondition(args.model, options, cache, config_file=args.txtai_config)
+    elif args.txtai_config:
+        raise HarnessError("--txtai-config needs --profile txtai-benchmark")
+    else:
+        condition = Condition(args.model, options, cache)
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = []
     for name in names:
@@ -117,9 +130,10 @@ def execute_run(args) -> list[dict]:
             print(json.dumps({k: v for k, v in result.items() if k != "per_query"}), flush=True)
         else:
             m = result["metrics"]
+            shown = " ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10", "recall@10") if k in m)
             print(
-                f"{condition.name:<40} {dataset.name:<10} ndcg@10={m['ndcg@10']:.4f} recall@100={m['recall@100']:.4f}"
-                f" mrr@10={m['mrr@10']:.4f} queries={result['n_queries']} ({result['timing']['total_seconds']:.1f}s)"
+                f"{condition.name:<40} {dataset.name:<10} {shown}"
+                f" queries={result['n_queries']} ({result['timing']['total_seconds']:.1f}s)"
                 + ("" if args.no_save else f" -> {result_path(args.results_dir, condition.name, dataset.name)}"),
                 file=sys.stderr if args.json else sys.stdout,
                 flush=True,

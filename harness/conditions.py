@@ -19,6 +19,14 @@ Format::
     deterministic = true                                  # any move at 4 decimals is a failure
     tolerance = 0.002                                     # allowed ndcg@10 drop otherwise
     expected = { nfcorpus = 0.3180, scifact = 0.6791 }    # ndcg@10, 4 decimals
+
+A group with ``layout = "conventions"`` is the seed-conventions table: one row per member, each
+dataset shown three ways: the seed's published figure (``published``), the condition named by the
+member's ``txtai_benchmark`` (the same model under ``--profile txtai-benchmark``) and the member
+itself (``--profile beir``)::
+
+    published = { nfcorpus = 0.3089, scifact = 0.6527 }   # the seed's figure, as published
+    txtai_benchmark = "minilm-txtai-benchmark"            # a condition of this file
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class ConditionSpec:
     deterministic: bool = True
     tolerance: float = 0.0
     expected: dict[str, float] = field(default_factory=dict)
+    published: dict[str, float] = field(default_factory=dict)  # the seed's figure for this row
+    txtai_benchmark: str | None = None  # the condition running this row under --profile txtai-benchmark
 
     def command(self, datasets: list[str]) -> str:
         return f"python -m harness run {self.args} --datasets {','.join(datasets)}"
@@ -50,6 +60,7 @@ class Conditions:
     datasets: tuple[str, ...]
     groups: tuple[tuple[str, str], ...]  # (name, caption)
     conditions: tuple[ConditionSpec, ...]
+    layouts: dict[str, str] = field(default_factory=dict)  # group name -> layout, when not the default
 
 
 def load_conditions(path: Path) -> Conditions:
@@ -60,6 +71,7 @@ def load_conditions(path: Path) -> Conditions:
     except tomllib.TOMLDecodeError as exc:
         raise HarnessError(f"{path}: invalid TOML ({exc})") from None
     groups = tuple((g["name"], g.get("caption", "")) for g in raw.get("group", []))
+    layouts = {g["name"]: g["layout"] for g in raw.get("group", []) if "layout" in g}
     group_names = {name for name, _ in groups}
     conditions = []
     for number, entry in enumerate(raw.get("condition", []), start=1):
@@ -79,6 +91,13 @@ def load_conditions(path: Path) -> Conditions:
                 deterministic=bool(entry.get("deterministic", True)),
                 tolerance=float(entry.get("tolerance", 0.0)),
                 expected={k: float(v) for k, v in entry.get("expected", {}).items()},
+                published={k: float(v) for k, v in entry.get("published", {}).items()},
+                txtai_benchmark=entry.get("txtai_benchmark"),
             )
         )
-    return Conditions(tuple(raw.get("datasets", [])), groups, tuple(conditions))
+    names = {c.name for c in conditions}
+    for spec in conditions:
+        if spec.txtai_benchmark and spec.txtai_benchmark not in names:
+            raise HarnessError(f"{path}: condition '{spec.name}' names an unknown txtai_benchmark condition"
+                               f" '{spec.txtai_benchmark}'")
+    return Conditions(tuple(raw.get("datasets", [])), groups, tuple(conditions), layouts)

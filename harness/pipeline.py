@@ -23,9 +23,8 @@ from harness.cache import VectorCache, encode_in_blocks, texts_sha256
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC, evaluate
-from harness.provenance import environment, now_utc, peak_rss_mb
 from harness.retrieval import exact, maxsim
-from harness.results import SCHEMA_VERSION
+from harness.results import build_result
 
 
 @dataclass
@@ -463,17 +462,13 @@ class Condition:
         with log.step("evaluate_seconds"):
             evaluation = evaluate(dataset.qrels, run)
         log.seconds["total_seconds"] = round(time.perf_counter() - start, 3)
-        result = {
-            "schema": SCHEMA_VERSION,
-            "condition": self.name,
-            "model": self.model,
-            "dataset": dataset.name,
-            "split": dataset.split,
-            "metrics": evaluation.metrics,
-            "primary_metric": PRIMARY_METRIC,
-            "n_queries": evaluation.counts["queries_evaluated"],
-            "counts": {**dataset.counts, **evaluation.counts},
-            "method": {
+        result = build_result(
+            self.name, self.model, dataset,
+            metrics=evaluation.metrics,
+            primary_metric=PRIMARY_METRIC,
+            n_queries=evaluation.counts["queries_evaluated"],
+            counts={**dataset.counts, **evaluation.counts},
+            method={
                 "kind": self.spec.kind,
                 "first_stage": self.first_stage.provenance(),
                 "reranker": self.reranker.provenance() if self.reranker else None,
@@ -481,21 +476,11 @@ class Condition:
                 "top_k": k,
                 "search": "exact" if self.options.index == "exact" else "txtai numpy backend (exact)",
             },
-            "dataset_info": {
-                "path": str(dataset.path),
-                "files_sha256": dataset.files,
-                "checksum": dataset.checksum,
-                "n_documents": len(dataset.doc_ids),
-                "text_format": {"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
-            },
-            "storage": self.storage(dataset),
-            "timing": log.seconds,
-            "cache": log.cache,
-            "peak_rss_mb": peak_rss_mb(),
-            "environment": environment(),
-            "command": command,
-            "created": now_utc(),
-            "per_query": {PRIMARY_METRIC: {q: v[PRIMARY_METRIC] for q, v in evaluation.per_query.items()}},
-        }
+            text_format={"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
+            storage=self.storage(dataset),
+            log=log,
+            command=command,
+            per_query={q: v[PRIMARY_METRIC] for q, v in evaluation.per_query.items()},
+        )
         return result, run
 

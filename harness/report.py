@@ -53,6 +53,11 @@ def render_tables(results_dir: Path, conditions_path: Path) -> str:
     headers = ["Model", "Parameters", "Dims", "MB / 10K docs", *[DISPLAY.get(d, d) for d in datasets], "Average"]
     sections = []
     for group, caption in conditions.groups:
+        if conditions.layouts.get(group) == "conventions":
+            table = conventions_table([c for c in conditions.conditions if group in c.groups], results, datasets)
+            if table:
+                sections.append(f"### {group}\n\n" + (f"{caption}\n\n" if caption else "") + table)
+            continue
         rows = []
         for spec in (c for c in conditions.conditions if group in c.groups):
             found = {d: results.get((spec.name, d)) for d in datasets}
@@ -81,6 +86,44 @@ def render_tables(results_dir: Path, conditions_path: Path) -> str:
     if not sections:
         raise HarnessError(f"no stored results in {results_dir} match a condition of {conditions_path}")
     return "\n\n".join(sections) + "\n"
+
+
+APPROXIMATE = "†"
+
+
+def conventions_table(members, results: dict, datasets: list[str]) -> str:
+    """Each row's dataset columns three ways: the seed's published figure, txtai-benchmark, beir.
+
+    A txtai-benchmark cell whose index txtai built approximately (quantised or probing part of an
+    IVF index) carries :data:`APPROXIMATE`, explained under the table; "n/a" marks a row that has
+    no txtai-benchmark condition (benchmarks.py cannot run it).
+    """
+    shown = [d for d in datasets if any(
+        d in spec.published or (spec.name, d) in results or (spec.txtai_benchmark, d) in results for spec in members)]
+    rows, notes = [], {}
+    for spec in members:
+        cells = []
+        for d in shown:
+            beir = results.get((spec.name, d))
+            txtai = results.get((spec.txtai_benchmark, d)) if spec.txtai_benchmark else None
+            if txtai is not None:
+                cell = f"{txtai['metrics'][PRIMARY_METRIC]:.4f}"
+                if txtai["method"].get("approximate"):
+                    cell += APPROXIMATE
+                    notes.setdefault(f"{DISPLAY.get(d, d)}: {txtai['method']['search']}", None)
+            else:
+                cell = DASH if spec.txtai_benchmark else "n/a"
+            cells += [f"{spec.published[d]:.4f}" if d in spec.published else DASH, cell,
+                      f"{beir['metrics'][PRIMARY_METRIC]:.4f}" if beir else DASH]
+        if any(c not in (DASH, "n/a") for c in cells):
+            rows.append([spec.label, *cells])
+    if not rows:
+        return ""
+    headers = ["Model"] + [f"{DISPLAY.get(d, d)} {side}" for d in shown for side in ("seed", "txtai-benchmark", "beir")]
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    if notes:
+        table += f"\n\n{APPROXIMATE} txtai's index is approximate: " + "; ".join(notes) + "."
+    return table
 
 
 def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:

@@ -16,6 +16,42 @@ from harness.fileio import atomic_write_bytes, atomic_write_json
 SCHEMA_VERSION = 1
 
 
+def build_result(condition: str, model: str, dataset, *, metrics: dict, primary_metric: str, n_queries: int,
+                 counts: dict, method: dict, text_format: dict, storage: dict, log, command: str,
+                 per_query: dict[str, float]) -> dict:
+    """The stored record of one (condition, dataset) run: what it measured and everything needed to
+    say how (``log`` is the run's :class:`harness.pipeline.RunLog`; ``per_query``: query -> primary)."""
+    from harness.provenance import environment, now_utc, peak_rss_mb
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "condition": condition,
+        "model": model,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "metrics": metrics,
+        "primary_metric": primary_metric,
+        "n_queries": n_queries,
+        "counts": counts,
+        "method": method,
+        "dataset_info": {
+            "path": str(dataset.path),
+            "files_sha256": dataset.files,
+            "checksum": dataset.checksum,
+            "n_documents": len(dataset.doc_ids),
+            "text_format": text_format,
+        },
+        "storage": storage,
+        "timing": log.seconds,
+        "cache": log.cache,
+        "peak_rss_mb": peak_rss_mb(),
+        "environment": environment(),
+        "command": command,
+        "created": now_utc(),
+        "per_query": {primary_metric: per_query},
+    }
+
+
 def result_path(results_dir: Path, condition: str, dataset: str) -> Path:
     return Path(results_dir) / condition / f"{dataset}.json"
 
