@@ -195,3 +195,12 @@ def test_data_folder_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "env"))
     assert data_dirs() == [tmp_path / "env"]
     assert data_dirs(tmp_path / "flag") == [tmp_path / "flag"]
+
+
+def test_hub_model_failure_is_one_line_naming_the_id_and_reason(small_beir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(["run", "--model", "nobody-here/no-such-model", "--datasets", str(small_beir),
+                            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")], capsys)
+    line = one_error_line(code, err)
+    assert line.startswith("error: cannot load hub model 'nobody-here/no-such-model': ")
+    assert "HF_HUB_OFFLINE=0" in line
