@@ -220,14 +220,23 @@ def _add_table_parser(sub) -> None:
     p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="file whose marked block is rewritten")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the tables; do not touch README")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if the README's table block differs from what the stored results render (CI)")
     p.set_defaults(func=cmd_table)
 
 
 def cmd_table(args) -> int:
-    from harness.report import render_tables, update_readme
+    from harness.report import readme_is_current, render_tables, update_readme
 
     conditions = args.conditions or args.results_dir / "conditions.toml"
     markdown = render_tables(args.results_dir, conditions)
+    if args.check:
+        if readme_is_current(args.readme, markdown):
+            print(f"the tables in {args.readme} match the stored results")
+            return 0
+        print(f"the tables in {args.readme} differ from the stored results; run `python -m harness table`",
+              file=sys.stderr)
+        return 1
     if args.print_only:
         print(markdown)
     else:

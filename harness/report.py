@@ -170,10 +170,21 @@ def _parameters(result: dict) -> int:
     return total
 
 
-def update_readme(readme: Path, markdown: str) -> None:
+def _split_readme(readme: Path) -> tuple[str, str, str]:
+    """(text before the table block, the block's markdown, text after it)."""
     text = Path(readme).read_text(encoding="utf-8") if Path(readme).exists() else ""
     if BEGIN not in text or END not in text:
         raise HarnessError(f"{readme}: no table block; add the lines\n{BEGIN}\n{END}\nwhere the tables go")
     head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    block, tail = rest.split(END, 1)
+    return head, block.removeprefix("\n"), tail
+
+
+def update_readme(readme: Path, markdown: str) -> None:
+    head, _, tail = _split_readme(readme)
     atomic_write_bytes(Path(readme), (head + BEGIN + "\n" + markdown + END + tail).encode())
+
+
+def readme_is_current(readme: Path, markdown: str) -> bool:
+    """True when the README's table block is exactly ``markdown`` (what ``harness table`` writes)."""
+    return _split_readme(readme)[1] == markdown
