@@ -204,3 +204,16 @@ def test_hub_model_failure_is_one_line_naming_the_id_and_reason(small_beir, tmp_
     line = one_error_line(code, err)
     assert line.startswith("error: cannot load hub model 'nobody-here/no-such-model': ")
     assert "HF_HUB_OFFLINE=0" in line
+
+
+def test_cache_clear_keeps_downloaded_datasets(mirror, tmp_path, capsys, monkeypatch):
+    # The default vector cache (~/.cache/harness) holds the default data folder (~/.cache/harness/datasets).
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = tmp_path / "xdg" / "harness"
+    assert run_cli(["data", "get", NAME], capsys)[0] == 0
+    (cache / "ab").mkdir()
+    (cache / "ab" / "entry.npz").write_bytes(b"0" * 2048)
+    code, out, _ = run_cli(["cache", "clear", "--cache-dir", str(cache)], capsys)
+    assert code == 0 and not (cache / "ab").exists()
+    assert (cache / "datasets" / NAME / "qrels" / "test.tsv").is_file()
