@@ -31,7 +31,7 @@ COMMANDS = [
     ["cache", "info"],
     ["data", "list"],
 ]
-_PROBE = (
+PROBE = (
     "import sys, contextlib, io\n"
     "from harness.cli import main\n"
     "with contextlib.redirect_stdout(io.StringIO()):\n"
@@ -59,7 +59,7 @@ def main() -> int:
                 subprocess.run([sys.executable, "-m", "harness", *command], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
                 times.append(time.perf_counter() - start)
-            probe = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *command], cwd=REPO, env=env,
+            probe = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *command], cwd=REPO, env=env,
                                    capture_output=True, text=True, check=False)
             heavy = probe.stdout.strip() if probe.returncode == 0 else f"probe failed: {probe.stderr.strip()[-80:]}"
             median = statistics.median(times)

@@ -9,17 +9,19 @@ import pytest
 
 from conftest import REPO, harness_subprocess_env
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "scipy.stats", "txtai", "beir")
-PROBE = (
-    "import sys, contextlib, io\n"
-    "from harness.cli import main\n"
-    "with contextlib.redirect_stdout(io.StringIO()):\n"
-    "    try:\n"
-    "        main(sys.argv[1:])\n"
-    "    except SystemExit:\n"
-    "        pass\n"
-    "print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
-)
+
+def _benchmark():
+    """benchmarks/startup.py, whose probe (what a command imported) the test reuses."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("startup_benchmark", REPO / "benchmarks" / "startup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STARTUP = _benchmark()
+HEAVY, PROBE = STARTUP.HEAVY, STARTUP.PROBE
 
 
 @pytest.mark.parametrize("command", [[], ["--help"], ["table", "--print"], ["plot", "--help"], ["check", "--help"],
