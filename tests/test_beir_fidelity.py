@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEFAULT_DOCS, DEFAULT_QRELS, DEFAULT_QUERIES, make_beir, run_cli
+from conftest import DEFAULT_QRELS, DEFAULT_QUERIES, make_beir, run_cli
 from harness.cache import VectorCache
 from harness.data import load_dataset
 from harness.errors import HarnessError
