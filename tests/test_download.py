@@ -217,3 +217,24 @@ def test_cache_clear_keeps_downloaded_datasets(mirror, tmp_path, capsys, monkeyp
     code, out, _ = run_cli(["cache", "clear", "--cache-dir", str(cache)], capsys)
     assert code == 0 and not (cache / "ab").exists()
     assert (cache / "datasets" / NAME / "qrels" / "test.tsv").is_file()
+
+
+@pytest.mark.slow  # imports sentence-transformers in a subprocess and waits on huggingface_hub (minutes under load)
+def test_hub_model_online_failure_goes_through_the_hub_and_is_one_line(small_beir, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, harness_subprocess_env
+
+    with socket.socket() as probe:  # the "hub": a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = harness_subprocess_env(tmp_path, HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{port}",
+                                 HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "nobody-here/no-such-model",
+                           "--datasets", str(small_beir), "--no-save"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "Loading" not in line]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: cannot load hub model 'nobody-here/no-such-model': ")
+    assert f"127.0.0.1:{port}" in lines[0]  # it went to the hub endpoint (huggingface_hub), not a local folder

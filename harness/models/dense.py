@@ -26,6 +26,7 @@ into the cache key too (a changed int8 scheme never serves stale vectors).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -137,6 +138,11 @@ class DenseEncoder:
         local = Path(path)
         if local.is_dir():
             require_safetensors(local, allow_pickle, recursive=True)
+        # A failing hub download logs each failed request before raising; the error line below says it once.
+        hub_logger = logging.getLogger("huggingface_hub")
+        hub_level = hub_logger.level
+        if not local.is_dir():
+            hub_logger.setLevel(logging.ERROR)
         try:
             self.model = SentenceTransformer(path, device="cpu", trust_remote_code=trust_remote_code)
         except HarnessError:
@@ -148,6 +154,8 @@ class DenseEncoder:
             offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
             hint = " (the hub is offline by default: set HF_HUB_OFFLINE=0 to download)" if offline else ""
             raise HarnessError(f"cannot load hub model '{path}': {reason}{hint}") from None
+        finally:
+            hub_logger.setLevel(hub_level)
         tokenizer = getattr(self.model, "tokenizer", None)
         vocabulary = len(tokenizer) if tokenizer is not None else 0
         if vocabulary <= len(getattr(tokenizer, "all_special_tokens", [])):
