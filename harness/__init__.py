@@ -6,4 +6,6 @@ maxsim) -> evaluate (pytrec_eval) -> results (provenance, atomic JSON) -> table 
 
 __version__ = "0.1.0"
 
-from harness.models import berthash as _berthash  # noqa: E402,F401  (registers bert_hash with transformers' Auto classes)
+# Nothing heavy is imported here, so `python -m harness --help` starts without torch/transformers.
+# `import harness.models.berthash` registers the bert_hash model type with transformers' Auto
+# classes; every harness loader that needs it imports it first.

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ from tqdm.auto import tqdm
 from harness.fileio import atomic_write_bytes
 
 Vectors = np.ndarray | list[np.ndarray]
+
+
+_ENTRY_FOLDER = re.compile("[0-9a-f]{2}")
 
 
 def default_cache_dir() -> Path:
@@ -101,14 +105,21 @@ class VectorCache:
     def discard(self, parts: dict) -> None:
         self._path(cache_key(parts)).unlink(missing_ok=True)
 
+    def _entry_folders(self) -> list[Path]:
+        """The folders entries live in (``<root>/<two hex digits>/``): the root itself may hold other
+        things, e.g. downloaded datasets in ``~/.cache/harness/datasets``."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if p.is_dir() and _ENTRY_FOLDER.fullmatch(p.name)]
+
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*.npz")) if self.root.is_dir() else 0
+        return sum(p.stat().st_size for folder in self._entry_folders() for p in folder.glob("*.npz"))
 
     def clear(self) -> int:
-        """Delete every entry; returns the bytes freed."""
+        """Delete every entry (and nothing else under the root); returns the bytes freed."""
         size = self.size_bytes()
-        if self.root.is_dir():
-            shutil.rmtree(self.root)
+        for folder in self._entry_folders():
+            shutil.rmtree(folder)
         return size
 
 

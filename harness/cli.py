@@ -18,6 +18,8 @@ from harness.train import add_train_parser
 from harness.train.adapt import add_adapt_parser
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_DIR_HELP = ("folder of BEIR datasets (default: $HARNESS_DATA_DIR, else $XDG_CACHE_HOME/harness/datasets,"
+                 " i.e. ~/.cache/harness/datasets, with ../shared/data/beir beside the checkout as a fallback)")
 
 
 def _add_run_parser(sub) -> None:
@@ -28,11 +30,19 @@ def _add_run_parser(sub) -> None:
         " pytrec_eval and write results/<condition>/<dataset>.json with full provenance.",
     )
     p.add_argument("--model", required=True, help="bm25, minilm, pico, muvera-pico, colbert-pico, colbert:PATH,"
-                   " muvera:PATH, a sentence-transformers folder, or a hub id")
-    p.add_argument("--datasets", required=True, help="comma-separated dataset names (under --data-dir) or folders")
-    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder of BEIR datasets (default: $HARNESS_DATA_DIR, else ../shared/data/beir)")
+                   " muvera:PATH, a sentence-transformers folder, or a Hugging Face hub id owner/name (the hub is"
+                   " offline by default, HF_HUB_OFFLINE=1; set HF_HUB_OFFLINE=0 to download)")
+    p.add_argument("--datasets", required=True,
+                   help="comma-separated dataset names or folders; an official BEIR name that is not local is"
+                   " downloaded and verified; a folder of BEIR folders (cqadupstack) runs each one and stores"
+                   " their mean under the folder's name")
+    p.add_argument("--split", default=None, help="qrels split to evaluate (default: dev for msmarco, else test)")
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    p.add_argument("--strict", action="store_true",
+                   help="refuse judged documents that are not in the corpus (default: keep and count them, as BEIR)")
+    p.add_argument("--empty-queries", choices=("zero", "drop"), default="zero",
+                   help="a judged query with no results scores 0 (zero, default) or is left out of the mean (drop:"
+                   " BEIR's pipeline); drop is its own condition (name suffix -empty-drop)")
     p.add_argument("--results-dir", type=Path, default=REPO / "results", help="where result JSON files go")
     p.add_argument("--rerank", default=None, help="ColBERT model that rescores the first stage's top --rerank-depth")
     p.add_argument("--rerank-depth", type=int, default=100, help="how many first-stage results to rerank (default 100)")
@@ -74,12 +84,19 @@ def cmd_run(args) -> int:
 
 
 def execute_run(args) -> list[dict]:
-    """Run one condition over the requested datasets; returns the results (also saved unless --no-save)."""
-    from harness.cache import VectorCache
-    from harness.data import load_dataset
-    from harness.pipeline import Condition, RunOptions
-    from harness.results import result_path, write_result, write_trec_run
+    """Run one condition over the requested datasets; returns the results (also saved unless --no-save).
 
+    A collection (a folder of BEIR folders, e.g. CQADupStack) gives one result per subset, then
+    their mean under the collection's name (:func:`harness.results.mean_result`).
+    """
+    from transformers.utils import logging as transformers_logging
+
+    from harness.cache import VectorCache
+    from harness.data import dataset_name, default_split, load_dataset, resolve_dataset_path, subsets
+    from harness.pipeline import Condition, RunOptions
+    from harness.results import mean_result
+
+    transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
     fde = {}
     if args.model.startswith("muvera") or args.fde_mode != "txtai":
         fde = {
@@ -104,6 +121,7 @@ def execute_run(args) -> list[dict]:
         max_memory_bytes=int(args.max_memory * 2**30) if args.max_memory else None,
         precision=args.precision,
         name=args.name,
+        empty_queries=args.empty_queries,
     )
     names = _names(args.datasets)
     if not names:
@@ -120,26 +138,90 @@ def execute_run(args) -> list[dict]:
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = []
     for name in names:
-        dataset = load_dataset(name, split=args.split, data_dir=args.data_dir)
-        result, run = condition.run(dataset, command=command)
-        if not args.no_save:
-            path = write_result(args.results_dir, result)
-            if args.save_run:
-                write_trec_run(path.with_suffix(".trec"), run, tag=condition.name)
-        if args.json:
-            print(json.dumps({k: v for k, v in result.items() if k != "per_query"}), flush=True)
-        else:
-            m = result["metrics"]
-            shown = " ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10", "recall@10") if k in m)
-            print(
-                f"{condition.name:<40} {dataset.name:<10} {shown}"
-                f" queries={result['n_queries']} ({result['timing']['total_seconds']:.1f}s)"
-                + ("" if args.no_save else f" -> {result_path(args.results_dir, condition.name, dataset.name)}"),
-                file=sys.stderr if args.json else sys.stdout,
-                flush=True,
-            )
-        results.append(result)
+        split = args.split or default_split(name)
+        folder = resolve_dataset_path(name, args.data_dir)
+        parts = subsets(folder)
+        if not parts:
+            dataset = load_dataset(str(folder), split=split, strict=args.strict)
+            dataset.name = dataset_name(name)
+            results.append(_run_dataset(args, condition, dataset, command))
+            continue
+        collection = dataset_name(name)
+        done = []
+        for part in parts:
+            dataset = load_dataset(str(part), split=split, strict=args.strict)
+            dataset.name = f"{collection}/{part.name}"
+            done.append(_run_dataset(args, condition, dataset, command))
+        results += done
+        results.append(_report(args, condition.name, mean_result(collection, done), save_run=None))
     return results
+
+
+def _run_dataset(args, condition, dataset, command: str) -> dict:
+    result, run = condition.run(dataset, command=command)
+    return _report(args, condition.name, result, save_run=run)
+
+
+def _report(args, condition_name: str, result: dict, save_run) -> dict:
+    """Save ``result`` (and its TREC run) unless --no-save; print its line or its JSON object."""
+    from harness.results import result_path, write_result, write_trec_run
+
+    if not args.no_save:
+        path = write_result(args.results_dir, result)
+        if args.save_run and save_run is not None:
+            write_trec_run(path.with_suffix(".trec"), save_run, tag=condition_name)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "per_query"}), flush=True)
+    else:
+        m = result["metrics"]
+        shown = " ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10") if k in m)
+        mean = f" (mean of {len(result['mean_of'])})" if result.get("mean_of") else ""
+        print(
+            f"{condition_name:<40} {result['dataset']:<10} {shown}"
+            f" queries={result['n_queries']}{mean} ({result['timing']['total_seconds']:.1f}s)"
+            + ("" if args.no_save else f" -> {result_path(args.results_dir, condition_name, result['dataset'])}"),
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        )
+    return result
+
+
+def _add_data_parser(sub) -> None:
+    p = sub.add_parser(
+        "data",
+        help="list local BEIR datasets, or download one",
+        description="list: every official BEIR dataset and where it is local. get NAME: download, verify"
+        " (BEIR's published md5) and unzip NAME into the data folder, without running anything. The server"
+        " is BEIR's, or $HARNESS_BEIR_URL (a mirror serving <url>/<name>.zip).",
+    )
+    p.add_argument("action", choices=("list", "get"))
+    p.add_argument("names", nargs="*", help="dataset names for get")
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args) -> int:
+    from harness.data import data_dirs, resolve_dataset_path
+    from harness.download import BEIR_MD5, base_url
+
+    folders = data_dirs(args.data_dir)
+    if args.action == "get":
+        if not args.names:
+            raise HarnessError("data get: name at least one dataset, e.g. `harness data get scifact`")
+        for name in args.names:
+            print(f"{name}: {resolve_dataset_path(name, args.data_dir)}")
+        return 0
+    print("data folders (first: where downloads go): " + ", ".join(map(str, folders)))
+    print(f"server: {base_url()}")
+    local = {}
+    for folder in reversed(folders):
+        if folder.is_dir():
+            local.update({p.name: p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")})
+    for name in sorted(set(BEIR_MD5) | set(local)):
+        where = str(local[name]) if name in local else "not local (harness data get " + name + ")"
+        kind = "" if name in BEIR_MD5 else "  [not an official BEIR name]"
+        print(f"{name:<18} {where}{kind}")
+    return 0
 
 
 def _add_table_parser(sub) -> None:
@@ -153,14 +235,23 @@ def _add_table_parser(sub) -> None:
     p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="file whose marked block is rewritten")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the tables; do not touch README")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if the README's table block differs from what the stored results render (CI)")
     p.set_defaults(func=cmd_table)
 
 
 def cmd_table(args) -> int:
-    from harness.report import render_tables, update_readme
+    from harness.report import readme_is_current, render_tables, update_readme
 
     conditions = args.conditions or args.results_dir / "conditions.toml"
     markdown = render_tables(args.results_dir, conditions)
+    if args.check:
+        if readme_is_current(args.readme, markdown):
+            print(f"the tables in {args.readme} match the stored results")
+            return 0
+        print(f"the tables in {args.readme} differ from the stored results; run `python -m harness table`",
+              file=sys.stderr)
+        return 1
     if args.print_only:
         print(markdown)
     else:
@@ -259,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
         description="BEIR benchmark harness for tiny embedding models: run, tabulate and regression-check.",
+        epilog="Model hubs are offline by default (HF_HUB_OFFLINE=1): a hub id loads only from the local"
+        " Hugging Face cache. Set HF_HUB_OFFLINE=0 to download hub models. Datasets download from BEIR's"
+        " server, or from $HARNESS_BEIR_URL.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
@@ -267,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce_parser(sub)
     _add_plot_parser(sub)
     _add_cache_parser(sub)
+    _add_data_parser(sub)
     add_train_parser(sub)
     add_adapt_parser(sub)
     return parser
@@ -276,9 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     # Model hubs are unreachable here, and hub ids retry for minutes before failing: default offline.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
     try:
         return args.func(args)
     except HarnessError as exc:

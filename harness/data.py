@@ -14,13 +14,17 @@ either stop with ``file:line: what is wrong`` or count what it skipped. The reco
   an unpaired UTF-16 surrogate escape (``"\ud800"``: not encodable as UTF-8), duplicate document or
   query ids, an empty corpus (no documents, or only empty ones), a qrels file without the header,
   with the wrong column count or with no judgement rows, a qrels score that is not an integer or
-  not within 32 bits, the same (query, document) pair judged twice, a qrels row naming a document
-  that is not in the corpus or a query that is not in queries.jsonl, a split that does not exist.
+  not within 32 bits, the same (query, document) pair judged twice, a qrels row naming a query
+  that is not in queries.jsonl, a split that does not exist; with ``strict=True`` (``--strict``)
+  also a qrels row naming a document that is not in the corpus.
   Each message names the file and, for a row, its line (``path:LINE: what is wrong``).
 * counted skips (shown in every result under ``counts``): test queries whose text is empty
   (``queries_empty_text``; they stay in the evaluation and score 0, since a retriever given
   nothing retrieves nothing), documents whose title and text are both empty
-  (``documents_empty_text``; kept, encoded as the empty string).
+  (``documents_empty_text``; kept, encoded as the empty string), judged documents that are not in
+  the corpus (``qrels_documents_not_in_corpus``; a known property of some official releases: kept
+  in the judgments, so they count toward the ideal DCG exactly as in BEIR and MTEB, and reported
+  once on stderr).
 * tolerated without changing anything: blank lines, ``\r\n`` line ends, a UTF-8 byte-order mark at
   the start of a file, integer ``_id`` values (read as their decimal string), a missing or ``null``
   ``title``/``text`` (read as the empty string), extra JSON keys (``metadata``...).
@@ -35,6 +39,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +51,39 @@ from harness.errors import HarnessError
 #: BEIR joins title and text with one space and strips the result (beir.retrieval.models.util).
 TITLE_SEPARATOR = " "
 
-#: The datasets whose official archives BEIR's download utility knows.
-BEIR_DOWNLOAD_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+#: Where the project's machines keep the BEIR data: a fallback for names, used only where it exists.
+SIBLING_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
+
+
+def user_data_dir() -> Path:
+    """``$XDG_CACHE_HOME/harness/datasets`` (default ``~/.cache/harness/datasets``): where downloads go."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "harness" / "datasets"
+
+
+def data_dirs(data_dir: Path | None = None) -> list[Path]:
+    """The folders a dataset name is looked up in, first to last; the first is where downloads go.
+
+    ``--data-dir``, else ``$HARNESS_DATA_DIR``, else the user cache (:func:`user_data_dir`) followed
+    by ``../shared/data/beir`` beside the checkout where that folder exists.
+    """
+    if data_dir:
+        return [Path(data_dir)]
+    env = os.environ.get("HARNESS_DATA_DIR")
+    if env:
+        return [Path(env)]
+    return [user_data_dir()] + ([SIBLING_DATA_DIR] if SIBLING_DATA_DIR.is_dir() else [])
 
 
 def default_data_dir() -> Path:
-    """``$HARNESS_DATA_DIR``, else ``../shared/data/beir`` beside the repository checkout."""
-    env = os.environ.get("HARNESS_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
+    """The first of :func:`data_dirs` that exists (the user cache when none does)."""
+    folders = data_dirs()
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
+def default_split(name: str) -> str:
+    """The split BEIR evaluates: ``dev`` for MS MARCO (its test split is TREC-DL), else ``test``."""
+    return "dev" if Path(name.rstrip("/\\")).name.lower() == "msmarco" else "test"
 
 
 @dataclass
@@ -95,37 +123,43 @@ class Dataset:
 
 
 def resolve_dataset_path(name_or_path: str, data_dir: Path | None = None) -> Path:
-    """A folder path as given, or ``<data_dir>/<name>``; download from BEIR if absent.
-
-    Offline, a missing dataset ends in one line saying where the harness looked and how to point
-    it at local files.
-    """
+    """A folder path as given, or ``<folder>/<name>`` for the first of :func:`data_dirs` holding it;
+    an official BEIR name found nowhere is downloaded (:mod:`harness.download`) into the first."""
     candidate = Path(name_or_path)
     if candidate.is_dir():
         return candidate
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
-    local = data_dir / name_or_path
-    if local.is_dir():
-        return local
-    if os.sep in name_or_path or "/" in name_or_path:
+    folders = data_dirs(data_dir)
+    relative = not candidate.is_absolute() and ".." not in candidate.parts
+    for folder in folders if relative else []:
+        if (folder / name_or_path).is_dir():
+            return folder / name_or_path
+    if os.sep in name_or_path or "/" in name_or_path or not relative:
         raise HarnessError(f"dataset folder not found: {name_or_path}")
-    return _download(name_or_path, data_dir)
+    from harness.download import BEIR_MD5, download_dataset, expected_md5
+
+    if name_or_path not in BEIR_MD5:
+        try:
+            expected_md5(name_or_path)
+        except HarnessError as exc:
+            where = " or ".join(str(folder) for folder in folders)
+            raise HarnessError(
+                f"{exc} (and no folder '{name_or_path}' in {where}; give a folder path, or --data-dir DIR)"
+            ) from None
+    return download_dataset(name_or_path, folders[0])
 
 
-def _download(name: str, data_dir: Path) -> Path:
-    url = BEIR_DOWNLOAD_URL.format(name=name)
-    hint = (
-        f"dataset '{name}' is not in {data_dir} and could not be downloaded from {url}"
-        " (offline?); put a BEIR-layout folder there, or pass --data-dir DIR / set"
-        " HARNESS_DATA_DIR, or give the folder's path as the dataset name"
-    )
-    try:
-        from beir import util as beir_util
+def dataset_name(name_or_path: str) -> str:
+    """A folder is named by its last component ("." and "x/" included; symlinks are not followed);
+    a name is its own name."""
+    return Path(os.path.abspath(name_or_path)).name if Path(name_or_path).is_dir() else name_or_path
 
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return Path(beir_util.download_and_unzip(url, str(data_dir)))
-    except Exception as exc:  # network errors, 404 for unknown names, read-only data dir
-        raise HarnessError(f"{hint} [{type(exc).__name__}]") from None
+
+def subsets(folder: Path) -> list[Path]:
+    """The BEIR dataset folders directly inside ``folder`` when it is a collection (CQADupStack's
+    12 subforums), sorted by name; empty when ``folder`` is itself a dataset."""
+    if (folder / "qrels").is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / "qrels").is_dir())
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -251,9 +285,13 @@ def _read_jsonl(path: Path, content: bytes, kind: str):
         yield number, record_id, record
 
 
-def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-    """qrels[query][doc] = int grade; also the first line each query appears on."""
+def _read_qrels(
+    path: Path, content: bytes, known_docs: set[str], strict: bool = True
+) -> tuple[dict[str, dict[str, int]], dict[str, int], list[int]]:
+    """qrels[query][doc] = int grade; the first line each query appears on; the lines that judge a
+    document absent from the corpus (kept unless ``strict``, which refuses them)."""
     qrels: dict[str, dict[str, int]] = {}
+    absent: list[int] = []
     where: dict[str, int] = {}
     judged_on: dict[tuple[str, str], int] = {}
     header_seen = False
@@ -277,7 +315,12 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
         if not query_id:
             raise HarnessError(f"{path}:{number}: empty query id")
         if doc_id not in known_docs:
-            raise HarnessError(f"{path}:{number}: document {doc_id!r} is not in the corpus")
+            if strict:
+                raise HarnessError(
+                    f"{path}:{number}: document {doc_id!r} is not in the corpus (without --strict it is kept and"
+                    " counted, as BEIR does)"
+                )
+            absent.append(number)
         first = judged_on.setdefault((query_id, doc_id), number)
         if first != number:
             raise HarnessError(
@@ -289,7 +332,7 @@ def _read_qrels(path: Path, content: bytes, known_docs: set[str]) -> tuple[dict[
         raise HarnessError(f"{path}: empty qrels file")
     if not qrels:
         raise HarnessError(f"{path}: no judgements after the header")
-    return qrels, where
+    return qrels, where, absent
 
 
 def split_qrels_path(folder: Path, split: str) -> Path:
@@ -301,11 +344,14 @@ def split_qrels_path(folder: Path, split: str) -> Path:
     return path
 
 
-def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None = None) -> Dataset:
-    """Load and validate one split of a BEIR dataset (see the module docstring for the policy)."""
+def load_dataset(
+    name_or_path: str, split: str | None = None, data_dir: Path | None = None, strict: bool = False
+) -> Dataset:
+    """Load and validate one split (default: :func:`default_split`) of a BEIR dataset (see the
+    module docstring for the policy; ``strict`` refuses judged documents absent from the corpus)."""
+    split = split or default_split(name_or_path)
     folder = resolve_dataset_path(name_or_path, data_dir)
-    # A folder is named by its last component ("." and "x/" included); symlinks are not followed.
-    name = Path(os.path.abspath(name_or_path)).name if Path(name_or_path).is_dir() else name_or_path
+    name = dataset_name(name_or_path)
     qrels_path = split_qrels_path(folder, split)
     corpus_path = _find(folder, "corpus.jsonl")
     queries_path = _find(folder, "queries.jsonl")
@@ -328,7 +374,15 @@ def load_dataset(name_or_path: str, split: str = "test", data_dir: Path | None =
         raise HarnessError(f"{corpus_path}: every document is empty (no title or text in any of {len(doc_ids)})")
 
     content, files[f"qrels/{split}.tsv"] = _read_bytes(qrels_path)
-    qrels, qrels_line = _read_qrels(qrels_path, content, set(doc_ids))
+    qrels, qrels_line, absent = _read_qrels(qrels_path, content, set(doc_ids), strict)
+    counts["qrels_documents_not_in_corpus"] = len(absent)
+    if absent:
+        print(
+            f"warning: {qrels_path}:{absent[0]}: {len(absent)} judged document(s) are not in the corpus; kept in the"
+            " judgments as BEIR does (they count toward the ideal DCG), counted as qrels_documents_not_in_corpus;"
+            " --strict refuses them",
+            file=sys.stderr,
+        )
 
     content, files[queries_path.name] = _read_bytes(queries_path)
     query_text: dict[str, str] = {}

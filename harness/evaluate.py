@@ -1,15 +1,22 @@
 """Score a run against qrels with pytrec_eval (trec_eval's own code), under explicit rules.
 
 A *run* is ``{query_id: {doc_id: score}}`` with Python-float scores; *qrels* are
-``{query_id: {doc_id: int grade}}``. The rules (DEVELOPERS.md), each counted in ``counts``:
+``{query_id: {doc_id: int grade}}``. The rules, each counted in ``counts``:
 
 * grade 0 is a judged non-relevant document (trec_eval: relevance level 1);
-* queries with no document of grade > 0 cannot be scored and are dropped
-  (``queries_without_relevant``);
-* a judged query that the run did not answer, or answered with nothing, scores 0 on every
-  metric (``queries_without_results``): pytrec_eval would silently leave it out of the mean;
+* a query whose judgments are all grade 0 has nothing to find: it stays in the mean and scores 0
+  on every metric, as in BEIR's ``EvaluateRetrieval`` (``queries_without_relevant``);
+* judged documents absent from the corpus stay in the qrels, so they count toward the ideal DCG
+  (BEIR and MTEB do the same; :mod:`harness.data` counts them);
+* a judged query that the run did not answer, or answered with nothing
+  (``queries_without_results``): with ``empty_queries="zero"`` (the default) it scores 0 on every
+  metric (pytrec_eval's own score for an empty ranking); with ``"drop"`` it is left out of the mean,
+  which is what BEIR's BM25 pipeline does: its lexical search gives a query with no hits no entry
+  at all, and pytrec_eval scores only the queries present in the run;
 * a document whose id equals the query id is removed from that query's ranking, as BEIR does
-  (``self_matches_removed``);
+  (``self_matches_removed``); the caller retrieves one extra document (``top_k + 1``) and the
+  ranking is cut to ``top_k`` after the removal, as BEIR's exact search does, so recall@1000 still
+  sees 1000 documents;
 * ties: trec_eval orders equal scores by document id, descending; :func:`ranking` uses the same
   order, so the run file, MRR@10's cut and the metrics all see one ranking.
 
@@ -50,40 +57,57 @@ class Evaluation:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+#: ``--empty-queries``: what a judged query with no results counts as (see the module docstring).
+EMPTY_QUERIES = ("zero", "drop")
+
+
+def clean_ranking(query_id: str, docs: dict[str, float], remove_self_match: bool, top_k: int | None):
+    """(the query's ranking without its self-match and cut to ``top_k``, whether a self-match went)."""
+    removed = remove_self_match and query_id in docs
+    if removed:
+        docs = {d: s for d, s in docs.items() if d != query_id}
+    if top_k is not None and len(docs) > top_k:
+        docs = {d: docs[d] for d in ranking(docs)[:top_k]}
+    return docs, removed
+
+
 def evaluate(
     qrels: dict[str, dict[str, int]],
     run: dict[str, dict[str, float]],
     remove_self_matches: bool = True,
+    top_k: int | None = None,
+    empty_queries: str = "zero",
 ) -> Evaluation:
     """Apply the module's rules and return the metrics in :data:`METRICS`."""
-    scorable = {q: judged for q, judged in qrels.items() if any(grade > 0 for grade in judged.values())}
+    if empty_queries not in EMPTY_QUERIES:
+        raise ValueError(f"empty_queries must be one of {EMPTY_QUERIES}, not {empty_queries!r}")
     counts = {
         "queries_judged": len(qrels),
-        "queries_without_relevant": len(qrels) - len(scorable),
-        "queries_evaluated": len(scorable),
+        "queries_without_relevant": sum(1 for judged in qrels.values() if not any(g > 0 for g in judged.values())),
+        "queries_evaluated": 0,
         "queries_without_results": 0,
         "self_matches_removed": 0,
     }
     cleaned: dict[str, dict[str, float]] = {}
-    for query_id in scorable:
-        docs = run.get(query_id) or {}
-        if remove_self_matches and query_id in docs:
-            docs = {d: s for d, s in docs.items() if d != query_id}
-            counts["self_matches_removed"] += 1
+    for query_id in qrels:
+        docs, removed = clean_ranking(query_id, run.get(query_id) or {}, remove_self_matches, top_k)
+        counts["self_matches_removed"] += removed
         if docs:
             cleaned[query_id] = {d: float(s) for d, s in docs.items()}
         else:
             counts["queries_without_results"] += 1
 
-    per_query = {q: {name: 0.0 for name in METRICS} for q in scorable}
+    scored = list(qrels) if empty_queries == "zero" else list(cleaned)
+    counts["queries_evaluated"] = len(scored)
+    per_query = {q: {name: 0.0 for name in METRICS} for q in scored}
     if cleaned:
-        judged = {q: scorable[q] for q in cleaned}
+        judged = {q: qrels[q] for q in cleaned}
         main = pytrec_eval.RelevanceEvaluator(judged, _MEASURES).evaluate(cleaned)
         top10 = {q: {d: docs[d] for d in ranking(docs)[:10]} for q, docs in cleaned.items()}
         mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
         for query_id in cleaned:
-            values = {**main[query_id], **mrr[query_id]}
-            per_query[query_id] = {name: float(values[key]) for name, key in METRICS.items()}
+            values = {**main.get(query_id, {}), **mrr.get(query_id, {})}
+            per_query[query_id] = {name: float(values.get(key, 0.0)) for name, key in METRICS.items()}
     n = len(per_query)
     metrics = {name: (sum(v[name] for v in per_query.values()) / n if n else 0.0) for name in METRICS}
     return Evaluation(metrics=metrics, per_query=per_query, counts=counts)

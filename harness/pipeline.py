@@ -22,7 +22,7 @@ from harness import registry
 from harness.cache import VectorCache, encode_in_blocks, texts_sha256
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
-from harness.evaluate import PRIMARY_METRIC, evaluate
+from harness.evaluate import PRIMARY_METRIC, clean_ranking, evaluate
 from harness.retrieval import exact, maxsim
 from harness.results import build_result
 
@@ -43,6 +43,7 @@ class RunOptions:
     max_memory_bytes: int | None = None
     precision: str = "fp32"  # "fp32" (reference numerics) | "int8" (dynamic quantisation, faster)
     name: str | None = None
+    empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
 
 
 def condition_name(model: str, options: RunOptions) -> str:
@@ -71,6 +72,8 @@ def condition_name(model: str, options: RunOptions) -> str:
         name += f"-{options.precision}"
     if options.rerank:
         name += f"+rerank-{slug(options.rerank)}@{options.rerank_depth}"
+    if options.empty_queries != "zero":
+        name += f"-empty-{options.empty_queries}"
     return name
 
 
@@ -452,15 +455,19 @@ class Condition:
         log = RunLog()
         start = time.perf_counter()
         k = self.options.top_k
-        scores, indices = self.first_stage.retrieve(dataset, max(k, self.options.rerank_depth if self.reranker else 0), log)
+        # A query id that is also a document id may retrieve itself, which evaluation removes: one
+        # more document keeps k after the removal, as BEIR's exact search does.
+        depth = k + 1 if not set(dataset.query_ids).isdisjoint(dataset.doc_ids) else k
+        scores, indices = self.first_stage.retrieve(dataset, max(depth, self.options.rerank_depth if self.reranker else 0), log)
         if self.reranker is not None:
             scores, indices = self.reranker.rerank(dataset, scores, indices, log)
-        scores, indices = scores[:, :k], indices[:, :k]
+        scores, indices = scores[:, :depth], indices[:, :depth]
         empty = [i for i, text in enumerate(dataset.queries) if not text.strip()]
         scores[empty] = -np.inf  # an empty query retrieves nothing: it scores 0, counted
         run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
         with log.step("evaluate_seconds"):
-            evaluation = evaluate(dataset.qrels, run)
+            evaluation = evaluate(dataset.qrels, run, top_k=k, empty_queries=self.options.empty_queries)
+        run = {q: clean_ranking(q, docs, True, k)[0] for q, docs in run.items()}
         log.seconds["total_seconds"] = round(time.perf_counter() - start, 3)
         result = build_result(
             self.name, self.model, dataset,
@@ -475,6 +482,7 @@ class Condition:
                 "index": self.options.index,
                 "top_k": k,
                 "search": "exact" if self.options.index == "exact" else "txtai numpy backend (exact)",
+                "empty_queries": self.options.empty_queries,
             },
             text_format={"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
             storage=self.storage(dataset),

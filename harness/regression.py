@@ -79,8 +79,11 @@ def check(
         names = [d for d in spec.expected if datasets is None or d in datasets]
         if not names:
             continue
-        results = _run_condition(spec, names, None, data_dir, cache_dir)
-        for name, result in zip(names, results):
+        from harness.data import dataset_name
+
+        results = {r["dataset"]: r for r in _run_condition(spec, names, None, data_dir, cache_dir)}
+        for name in names:
+            result = results[dataset_name(name)]  # a collection also gives its subsets' results
             expected = spec.expected[name]
             got = round(result["metrics"][PRIMARY_METRIC], 4)
             delta = round(got - expected, 4)

@@ -9,6 +9,7 @@ present, and the cell names them. The tables replace the block between
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tabulate import tabulate
@@ -128,15 +129,57 @@ def conventions_table(members, results: dict, datasets: list[str]) -> str:
 
 def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
     """(mean difference b - a, two-sided paired t-test p-value, n) over the queries both scored."""
-    from scipy.stats import ttest_rel
-
     common = sorted(set(a) & set(b))
     x = [a[q] for q in common]
     y = [b[q] for q in common]
     diff = sum(v - u for u, v in zip(x, y)) / len(common) if common else 0.0
     if len(common) < 2 or all(u == v for u, v in zip(x, y)):
         return diff, 1.0, len(common)
-    return diff, float(ttest_rel(y, x).pvalue), len(common)
+    return diff, paired_t_pvalue([v - u for u, v in zip(x, y)]), len(common)
+
+
+def paired_t_pvalue(differences: list[float]) -> float:
+    """Two-sided p-value of the paired t-test on ``differences``: what ``scipy.stats.ttest_rel``
+    computes (tests check agreement to 1e-12), without importing scipy.stats, which alone takes
+    longer than ``harness table`` may."""
+    n = len(differences)
+    mean = sum(differences) / n
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    if variance == 0:
+        return 0.0 if mean != 0 else 1.0
+    t = mean / math.sqrt(variance / n)
+    df = n - 1
+    return min(1.0, _regularized_beta(df / (df + t * t), df / 2, 0.5))
+
+
+def _regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function (continued fraction, modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast on this side only
+        return 1.0 - _regularized_beta(1.0 - x, b, a)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, c, d = 1e-300, 1.0, 0.0
+    fraction = 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            numerator = 1.0
+        elif i % 2:
+            numerator = -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
+        else:
+            numerator = (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m))
+        d = 1.0 + numerator * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + numerator / c
+        c = c if abs(c) > tiny else tiny
+        step = c * d
+        fraction = step if i == 0 else fraction * step
+        if abs(1.0 - step) < 1e-15:
+            break
+    return front * (fraction - 1.0)
 
 
 def significance_table(members, results: dict, datasets: list[str]) -> str:
@@ -170,10 +213,21 @@ def _parameters(result: dict) -> int:
     return total
 
 
-def update_readme(readme: Path, markdown: str) -> None:
+def _split_readme(readme: Path) -> tuple[str, str, str]:
+    """(text before the table block, the block's markdown, text after it)."""
     text = Path(readme).read_text(encoding="utf-8") if Path(readme).exists() else ""
     if BEGIN not in text or END not in text:
         raise HarnessError(f"{readme}: no table block; add the lines\n{BEGIN}\n{END}\nwhere the tables go")
     head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    block, tail = rest.split(END, 1)
+    return head, block.removeprefix("\n"), tail
+
+
+def update_readme(readme: Path, markdown: str) -> None:
+    head, _, tail = _split_readme(readme)
     atomic_write_bytes(Path(readme), (head + BEGIN + "\n" + markdown + END + tail).encode())
+
+
+def readme_is_current(readme: Path, markdown: str) -> bool:
+    """True when the README's table block is exactly ``markdown`` (what ``harness table`` writes)."""
+    return _split_readme(readme)[1] == markdown

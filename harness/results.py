@@ -50,16 +50,69 @@ def build_result(condition: str, model: str, dataset, *, metrics: dict, primary_
         "created": now_utc(),
         "per_query": {primary_metric: per_query},
     }
+def safe_component(name: str) -> str:
+    """One file-name component for a condition or dataset name, never a way out of the folder:
+    path separators become ``--`` (``cqadupstack/android`` -> ``cqadupstack--android``), and ``..``,
+    ``.`` and a leading dot become underscores (``../x`` -> ``__--x``)."""
+    parts = [part for part in name.replace("\\", "/").split("/") if part]
+    parts = ["_" * len(part) if set(part) == {"."} else part for part in parts]
+    safe = "--".join(parts) or "_"
+    return "_" + safe[1:] if safe.startswith(".") else safe
 
 
 def result_path(results_dir: Path, condition: str, dataset: str) -> Path:
-    return Path(results_dir) / condition / f"{dataset}.json"
+    """``<results_dir>/<condition>/<dataset>.json``, each name made safe by :func:`safe_component`;
+    ``harness table`` reads the names back from the files, so they keep their slashes there."""
+    return Path(results_dir) / safe_component(condition) / f"{safe_component(dataset)}.json"
 
 
 def write_result(results_dir: Path, result: dict) -> Path:
     path = result_path(results_dir, result["condition"], result["dataset"])
     atomic_write_json(path, result)
     return path
+
+
+def mean_result(dataset: str, parts: list[dict]) -> dict:
+    """The result of a collection (CQADupStack: 12 subforums) as BEIR and MTEB report it: each
+    metric is the mean over the subsets' results (not over the pooled queries); counts, query
+    numbers and times are summed, storage is weighted by each subset's documents, and the
+    per-query ndcg@10 of every subset is kept under ``<subset>/<query id>``."""
+    first = parts[0]
+    documents = [r["dataset_info"]["n_documents"] for r in parts]
+    storage = {}
+    for key, value in (first.get("storage") or {}).items():
+        values = [r["storage"].get(key) for r in parts]
+        if isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            value = round(sum(v * n for v, n in zip(values, documents)) / sum(documents), 1)
+        storage[key] = value
+    counts: dict[str, int] = {}
+    for r in parts:
+        for key, value in r["counts"].items():
+            counts[key] = counts.get(key, 0) + value
+    timing: dict[str, float] = {}
+    for r in parts:
+        for key, value in r["timing"].items():
+            timing[key] = round(timing.get(key, 0.0) + value, 3)
+    return {
+        **first,
+        "dataset": dataset,
+        "metrics": {m: sum(r["metrics"][m] for r in parts) / len(parts) for m in first["metrics"]},
+        "n_queries": sum(r["n_queries"] for r in parts),
+        "counts": counts,
+        "mean_of": [r["dataset"] for r in parts],
+        "dataset_info": {
+            "path": str(Path(first["dataset_info"]["path"]).parent),
+            "subsets": {r["dataset"]: r["dataset_info"]["checksum"] for r in parts},
+            "n_documents": sum(documents),
+            "text_format": first["dataset_info"].get("text_format"),
+        },
+        "storage": storage,
+        "timing": timing,
+        "per_query": {
+            metric: {f"{r['dataset'].rsplit('/', 1)[-1]}/{q}": v for r in parts for q, v in r["per_query"][metric].items()}
+            for metric in first["per_query"]
+        },
+    }
 
 
 def read_result(path: Path) -> dict:

@@ -40,7 +40,7 @@ def _qrels(*rows: str, header: str = "query-id\tcorpus-id\tscore") -> str:
 
 def load_error(folder: Path, split: str = "test") -> str:
     with pytest.raises(HarnessError) as info:
-        load_dataset(str(folder), split=split)
+        load_dataset(str(folder), split=split, strict=True)
     message = str(info.value)
     assert "\n" not in message, f"error message spans lines: {message!r}"
     return message
@@ -264,7 +264,7 @@ def _cli(tmp_path, capsys, *extra):
 def test_cli_bad_dataset_is_one_error_line(tmp_path, capsys, case):
     _, kwargs, file, line, _ = case
     folder = make_beir(tmp_path, **kwargs)
-    code, out, err = _cli(tmp_path, capsys, "--model", "bm25", "--datasets", str(folder))
+    code, out, err = _cli(tmp_path, capsys, "--model", "bm25", "--datasets", str(folder), "--strict")
     message = assert_one_error_line(code, err)
     assert_names(message.removeprefix("error: "), folder / file, line)
     assert not (tmp_path / "results").exists()  # nothing written
@@ -280,8 +280,9 @@ def test_cli_unknown_dataset_name(tmp_path, capsys):
     data_dir.mkdir()
     code, _, err = _cli(tmp_path, capsys, "--model", "bm25", "--datasets", "no-such-dataset", "--data-dir", str(data_dir))
     line = assert_one_error_line(code, err)
-    assert f"dataset 'no-such-dataset' is not in {data_dir}" in line
-    assert list(data_dir.iterdir()) == []  # no partial download left behind
+    assert line.startswith("error: not a BEIR dataset: no-such-dataset; known: arguana, climate-fever,")
+    assert f"no folder 'no-such-dataset' in {data_dir}" in line
+    assert list(data_dir.iterdir()) == []  # nothing downloaded, nothing left behind
 
 
 def test_cli_dataset_folder_not_found(tmp_path, capsys):

@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-import harness  # noqa: F401  (registers bert_hash)
+import harness.models.berthash  # noqa: F401  (registers bert_hash)
 from harness.models import berthash
 
 

@@ -46,6 +46,11 @@ def test_table_and_check(small_beir, tmp_path, capsys):
     assert run_cli(["table", "--results-dir", str(tmp_path / "results"), "--readme", str(readme)], capsys)[0] == 0
     text = readme.read_text()
     assert "old" not in text and f"{score:.4f}" in text and text.endswith("end\n")
+    table_check = ["table", "--check", "--results-dir", str(tmp_path / "results"), "--readme", str(readme)]
+    assert run_cli(table_check, capsys)[0] == 0
+    readme.write_text(text.replace(f"{score:.4f}", "0.1234"))  # a hand edit, or results newer than the README
+    code, _, err = run_cli(table_check, capsys)
+    assert code == 1 and "differ from the stored results" in err
 
     code, out, _ = run_cli(["check", "--conditions", str(conditions), "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 0 and "ok" in out
@@ -65,3 +70,9 @@ def test_help_on_every_command(capsys):
         with pytest.raises(SystemExit) as stop:
             run_cli([command, "--help"], capsys)
         assert stop.value.code == 0
+
+
+def test_readme_tables_are_what_the_stored_results_render(capsys):
+    """CI's guard: the README's generated block is `harness table` output for results/ as committed."""
+    code, out, err = run_cli(["table", "--check"], capsys)
+    assert code == 0, err

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-import harness  # noqa: F401  (registers bert_hash)
+import harness.models.berthash  # noqa: F401  (registers bert_hash)
 from harness.errors import HarnessError
 from harness.models import berthash
 from harness.models.colbert import ColBERT

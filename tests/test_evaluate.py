@@ -19,14 +19,16 @@ def test_graded_ndcg_at_10_by_hand():
     assert result.metrics["recall@100"] == pytest.approx(1.0)
 
 
-def test_queries_without_relevant_judgments_are_dropped_and_counted():
+def test_queries_without_relevant_judgments_score_zero_and_are_counted():
+    # As BEIR's EvaluateRetrieval (pytrec_eval scores them 0): they stay in the mean.
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 0}}
     run = {"q1": {"d1": 1.0}, "q2": {"d2": 1.0}}
-    result = evaluate(qrels, run)
-    assert result.counts["queries_without_relevant"] == 1
-    assert result.counts["queries_evaluated"] == 1
-    assert set(result.per_query) == {"q1"}
-    assert result.metrics["ndcg@10"] == 1.0
+    for mode in ("zero", "drop"):
+        result = evaluate(qrels, run, empty_queries=mode)
+        assert result.counts["queries_without_relevant"] == 1
+        assert result.counts["queries_evaluated"] == 2
+        assert result.per_query["q2"]["ndcg@10"] == 0.0
+        assert result.metrics["ndcg@10"] == 0.5
 
 
 def test_queries_with_no_results_count_as_zero_not_missing():

@@ -33,6 +33,16 @@ def test_bm25_is_in_the_published_range(name, low, high, tmp_path):
     assert result["n_queries"] == {"scifact": 300, "nfcorpus": 323}[name]
 
 
+def test_nfcorpus_bm25_empty_queries_zero_and_drop(tmp_path):
+    """15 NFCorpus test queries retrieve nothing with BM25: BEIR's pipeline leaves them out (drop)."""
+    nfcorpus = load_dataset("nfcorpus")
+    zero = _run("bm25", nfcorpus, tmp_path)
+    drop = _run("bm25", nfcorpus, tmp_path, empty_queries="drop")
+    assert zero["counts"]["queries_without_results"] == drop["counts"]["queries_without_results"] == 15
+    assert (round(zero["metrics"]["ndcg@10"], 4), zero["n_queries"]) == (0.3180, 323)
+    assert (round(drop["metrics"]["ndcg@10"], 4), drop["n_queries"]) == (0.3335, 308)
+
+
 def test_txtai_index_gives_the_same_ndcg_on_scifact(tmp_path):
     from harness.models import berthash
 

@@ -160,8 +160,12 @@ class _StrictLoading:
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained`` (safetensors) + standalone code and ``auto_map``."""
+        """``PreTrainedModel.save_pretrained`` (safetensors) + standalone code and ``auto_map``; an
+        encoder saved without a pooler records ``add_pooling_layer: false``, so that transformers,
+        sentence-transformers and txtai build it without one (no "newly initialized" pooler)."""
         self.config.auto_map = dict(AUTO_MAP)
+        if isinstance(self, modeling_bert_hash.BertHashModel):
+            self.config.add_pooling_layer = self.pooler is not None
         super().save_pretrained(save_directory, *args, **kwargs)
         for name in _CODE_FILES:
             shutil.copyfile(_HF_MODELING_DIR / name, Path(save_directory) / name)

@@ -26,6 +26,8 @@ into the cache key too (a changed int8 scheme never serves stale vectors).
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,8 @@ class DenseEncoder:
     ):
         from sentence_transformers import SentenceTransformer
 
+        from harness.models import berthash  # noqa: F401  (registers bert_hash with transformers' Auto classes)
+
         self.name = name
         self.path = path
         self.batch_size = batch_size
@@ -134,15 +138,24 @@ class DenseEncoder:
         local = Path(path)
         if local.is_dir():
             require_safetensors(local, allow_pickle, recursive=True)
+        # A failing hub download logs each failed request before raising; the error line below says it once.
+        hub_logger = logging.getLogger("huggingface_hub")
+        hub_level = hub_logger.level
+        if not local.is_dir():
+            hub_logger.setLevel(logging.ERROR)
         try:
             self.model = SentenceTransformer(path, device="cpu", trust_remote_code=trust_remote_code)
         except HarnessError:
             raise
         except Exception as exc:
-            where = "folder" if local.is_dir() else "hub id (offline: set HF_HUB_OFFLINE=0 to allow downloads)"
-            raise HarnessError(
-                f"cannot load model '{path}' as a sentence-transformers {where}: {type(exc).__name__}: {exc}"
-            ) from None
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            if local.is_dir():
+                raise HarnessError(f"cannot load model folder '{path}' with sentence-transformers: {reason}") from None
+            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+            hint = " (the hub is offline by default: set HF_HUB_OFFLINE=0 to download)" if offline else ""
+            raise HarnessError(f"cannot load hub model '{path}': {reason}{hint}") from None
+        finally:
+            hub_logger.setLevel(hub_level)
         tokenizer = getattr(self.model, "tokenizer", None)
         vocabulary = len(tokenizer) if tokenizer is not None else 0
         if vocabulary <= len(getattr(tokenizer, "all_special_tokens", [])):

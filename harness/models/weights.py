@@ -9,11 +9,13 @@ results record as ``weights_sha256`` and what the vector cache is keyed by.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from harness.errors import HarnessError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+SAFETENSORS = "model.safetensors"
 SHARDED_SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
@@ -48,15 +50,37 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _module_folders(folder: Path) -> list[Path]:
+    """The folders a sentence-transformers loader reads weights from: each module's path in
+    ``modules.json`` (the root for ``""``), or the folder itself when there is no modules.json."""
+    try:
+        entries = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [folder]
+    if not isinstance(entries, list):
+        return [folder]
+    paths = [folder / str(e.get("path") or "") for e in entries if isinstance(e, dict)]
+    return list(dict.fromkeys(p for p in paths if p.is_dir())) or [folder]
+
+
 def require_safetensors(folder: Path, allow_pickle: bool = False, recursive: bool = False) -> bool:
-    """True when ``folder`` holds safetensors weights (``recursive``: anywhere below it); False when
-    it holds only pickle weights and ``allow_pickle``; otherwise a one-line ``HarnessError`` naming
-    the pickle file (or saying no weights were found)."""
+    """True when the weights a loader will read from ``folder`` are safetensors; False when some are
+    pickle files and ``allow_pickle``; otherwise a one-line ``HarnessError`` naming the pickle file
+    (or saying no weights were found).
+
+    What counts is the file the loader opens: ``model.safetensors`` (or its sharded index) in the
+    folder, which transformers and sentence-transformers prefer over a pickle beside it; any other
+    ``.safetensors`` file does not vouch for a ``pytorch_model.bin`` next to it. ``recursive``: the
+    folder is a sentence-transformers model, and every module folder in its ``modules.json`` that
+    holds weights is checked the same way.
+    """
     folder = Path(folder)
-    found = folder.rglob if recursive else folder.glob
-    if any(found("*.safetensors")) or (folder / SHARDED_SAFETENSORS_INDEX).is_file():
-        return True
-    pickles = sorted(p for p in found("*") if p.suffix in PICKLE_SUFFIXES)
+    safe, pickles = 0, []
+    for module in _module_folders(folder) if recursive else [folder]:
+        if (module / SAFETENSORS).is_file() or (module / SHARDED_SAFETENSORS_INDEX).is_file():
+            safe += 1
+        else:
+            pickles += sorted(p for p in module.glob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles and allow_pickle:
         return False
     if pickles:
@@ -64,4 +88,6 @@ def require_safetensors(folder: Path, allow_pickle: bool = False, recursive: boo
             f"{pickles[0]}: weights are a pickle file, which can execute code when loaded; convert the model"
             " to safetensors, or pass --allow-pickle (allow_pickle=True in Python) if you trust its source"
         )
-    raise HarnessError(f"{folder}: no model weights found (expected model.safetensors)")
+    if not safe:
+        raise HarnessError(f"{folder}: no model weights found (expected {SAFETENSORS})")
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import random
 import time
 import tomllib
@@ -156,7 +157,11 @@ class Checkpointer:
         self.path = Path(run_dir) / "checkpoint.pt"
         self.state: dict = {"done": [], "stage": None, "step": 0, "history": {}, "wall": 0.0, "extra": {}}
         if resume and self.path.exists():
-            self.state = torch.load(self.path, map_location="cpu", weights_only=False)
+            try:  # tensors and plain Python values only: unpickling arbitrary objects could run code
+                self.state = torch.load(self.path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise HarnessError(f"{self.path}: not a plain checkpoint, refused ({str(exc).splitlines()[0]});"
+                                   " delete it, or drop --resume to start over") from None
             _check_same_settings(self.path, self.state.get("settings"), settings)
         elif not resume and self.path.exists():
             self.path.unlink()

@@ -432,7 +432,9 @@ def shipped_length(folder: str | Path) -> int:
     """``max_seq_length`` of a sentence-transformers folder, as sentence-transformers reads it."""
     from sentence_transformers import SentenceTransformer
 
-    return int(SentenceTransformer(str(folder), device="cpu", trust_remote_code=True).max_seq_length)
+    from harness.models import berthash  # noqa: F401  (the harness's own bert_hash code, not the folder's)
+
+    return int(SentenceTransformer(str(folder), device="cpu").max_seq_length)
 
 
 def export_base(base):

@@ -69,7 +69,11 @@ class BertHashPreTrainedModel(BertPreTrainedModel):
 class BertHashModel(BertHashPreTrainedModel, BertModel):
     """``BertModel`` with ``BertHashEmbeddings``; forward/outputs are exactly ``BertModel``'s."""
 
-    def __init__(self, config: BertHashConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: BertHashConfig, add_pooling_layer: bool | None = None):
+        """``add_pooling_layer``: build BERT's pooler; default ``config.add_pooling_layer``, which
+        checkpoints saved without a pooler set to false, so any loader builds exactly the saved model."""
+        if add_pooling_layer is None:
+            add_pooling_layer = getattr(config, "add_pooling_layer", True)
         BertHashPreTrainedModel.__init__(self, config)
         self.config = config
         self.gradient_checkpointing = False
