@@ -101,8 +101,14 @@ class VectorCache:
     def discard(self, parts: dict) -> None:
         self._path(cache_key(parts)).unlink(missing_ok=True)
 
+    def graph_dir(self) -> Path | None:
+        """Where exported ONNX graphs are kept (``root``, beside the vectors); None with the cache off."""
+        return self.root if self.enabled else None
+
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*.npz")) if self.root.is_dir() else 0
+        if not self.root.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.suffix in (".npz", ".onnx"))
 
     def clear(self) -> int:
         """Delete every entry; returns the bytes freed."""
