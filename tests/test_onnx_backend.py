@@ -24,6 +24,7 @@ from harness.models import berthash
 from harness.models.colbert import ColBERT
 from harness.models.dense import DenseEncoder
 from harness.pipeline import DenseEncoderAdapter, RunOptions, condition_name
+from test_dense_speed_paths import tiny_model  # noqa: F401  (the same random pico, a module fixture)
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -38,15 +39,6 @@ TEXTS = [
     "Crème brûlée à l'Élysée, 细胞 蛋白质",
     "bitcoin miners validate blocks on a distributed ledger",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = berthash.BertHashModel(berthash.pico_config(), add_pooling_layer=False)
-    folder = tmp_path_factory.mktemp("onnx") / "pico-random"
-    berthash.save_sentence_transformer(model, berthash.tokenizer_dir(), folder, max_seq_length=64)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

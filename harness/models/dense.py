@@ -17,6 +17,12 @@ without changing a bit of the vectors: long texts are clipped where the truncate
 identical (``clip_text``) and the Rust tokenizer is not asked for character offsets
 (``OffsetFreeTokeniser``); together 1.49x for pico at its 128 tokens (benchmarks/README.md).
 
+Backend: ``"torch"`` (default) runs the sentence-transformers modules; ``"onnx"`` runs the same
+forward pass exported once to an ONNX graph by onnxruntime (:mod:`harness.models.ort`), with the
+same tokenisation and batching (fp32 vectors agree to cosine >= 0.99999; int8 is ORT's dynamic
+quantisation). It adds ``backend`` / ``onnxruntime`` / ``graph_sha256`` to provenance, which the
+pipeline puts into the cache key.
+
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
 pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
 transformer's entry in ``modules`` (e.g. ``"Transformer[int8]"``), so its vectors never share a
