@@ -54,6 +54,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="dense encoder numerics: fp32 (reference) or int8 (dynamic quantisation: faster, slightly"
                    " different scores, reported as its own condition)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="encoder runtime: torch (PyTorch eager) or onnx (the model exported once to ONNX, run by"
+                   " onnxruntime; fp32 gives the same numbers, int8 is its own condition)")
     p.add_argument("--fde-mode", choices=("txtai", "paper"), default="txtai", help="MUVERA FDE variant")
     p.add_argument("--fde-repetitions", type=int, default=20)
     p.add_argument("--fde-hashes", type=int, default=5)
@@ -120,6 +123,7 @@ def execute_run(args) -> list[dict]:
         allow_pickle=args.allow_pickle,
         max_memory_bytes=int(args.max_memory * 2**30) if args.max_memory else None,
         precision=args.precision,
+        backend=args.backend,
         name=args.name,
         empty_queries=args.empty_queries,
     )

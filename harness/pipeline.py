@@ -42,6 +42,7 @@ class RunOptions:
     allow_pickle: bool = False
     max_memory_bytes: int | None = None
     precision: str = "fp32"  # "fp32" (reference numerics) | "int8" (dynamic quantisation, faster)
+    backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" (exported graph run by onnxruntime)
     name: str | None = None
     empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
 
@@ -68,7 +69,8 @@ def condition_name(model: str, options: RunOptions) -> str:
         name += f"-{options.index}"
     if options.max_length:
         name += f"-len{options.max_length}"
-    if options.precision != "fp32":
+    if options.precision != "fp32":  # fp32 numbers agree across backends (4 decimals): one condition
+        name += f"-{options.backend}" if options.backend != "torch" else ""
         name += f"-{options.precision}"
     if options.rerank:
         name += f"+rerank-{slug(options.rerank)}@{options.rerank_depth}"
@@ -185,6 +187,8 @@ class DenseEncoderAdapter:
         identity = {k: p[k] for k in ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")}
         if p["precision"] != "fp32":  # fp32 keys stay as they were; any other numerics have their own
             identity |= {"precision": p["precision"], "quantization": p.get("quantization")}
+        if "backend" in p:  # onnx: the runtime version and the graph's own hash
+            identity |= {k: p[k] for k in ("backend", "onnxruntime", "graph_sha256")}
         return identity | {"normalize": "l2"}
 
     def provenance(self) -> dict:
@@ -211,6 +215,7 @@ class ColBERTTokens:
 
         self.name = name
         self.model = ColBERT.load(path, allow_pickle=options.allow_pickle)
+        self.model.set_backend(options.backend, cache.graph_dir())
         self.cache = cache
         self.batch_size = options.batch_size
         self._documents: tuple[Dataset, list[np.ndarray]] | None = None  # the last dataset's, in memory
@@ -396,7 +401,7 @@ class Condition:
             encoder = DenseEncoder(
                 spec.name, path, batch_size=self.options.batch_size, max_length=self.options.max_length,
                 trust_remote_code=self.options.trust_remote_code, allow_pickle=self.options.allow_pickle,
-                precision=self.options.precision,
+                precision=self.options.precision, backend=self.options.backend, graph_dir=self.cache.graph_dir(),
             )
             return VectorStage(DenseEncoderAdapter(encoder), self.cache, self.options)
         if spec.kind == "muvera":

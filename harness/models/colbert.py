@@ -56,6 +56,7 @@ from transformers import AddedToken, AutoTokenizer, PreTrainedModel
 
 from harness.errors import HarnessError
 from harness.models import berthash
+from harness.models.dense import TOKEN_SORT_MIN_HIDDEN
 from harness.models.weights import file_sha256, require_safetensors
 
 QUERY_PREFIX = "[Q] "
@@ -102,6 +103,8 @@ class ColBERT:
     def __init__(self, encoder: MultiVectorEncoder, path: Path | None = None):
         self.encoder = encoder
         self.path = path
+        self._session = None  # an ort.Session with backend "onnx"
+        self._tokenisers: dict = {}
         expansion = encoder[0].query_expansion
         if expansion is not None and expansion["strategy"] != "fixed":
             raise HarnessError(f"unsupported query expansion {expansion}: only PyLate's fixed-length [MASK] padding")
@@ -235,6 +238,7 @@ class ColBERT:
     def document_length(self, n: int) -> None:
         """Cut documents to ``n`` tokens; the tokenizer's limit is ``n - 1``, as PyLate writes it."""
         self.transformer.document_length, self.transformer.max_seq_length = int(n), int(n) - 1
+        self._tokenisers.pop("document", None)
 
     @property
     def mask_expansion(self) -> bool:
@@ -259,11 +263,120 @@ class ColBERT:
         return self._encode(texts, "document", batch_size)
 
     def _encode(self, texts: list[str], task: str, batch_size: int) -> list[np.ndarray]:
+        """What ``encode_query`` / ``encode_document`` return, computed the harness's way: the same
+        length-sorted batches, tokenised without character offsets (and documents clipped where
+        that is exact, :func:`harness.models.dense.clipped_features`), every batch tokenised up
+        front and, for narrow encoders like pico, the batches run data-parallel (one worker per
+        CPU); the token vectors come from the torch modules or the ONNX graph (``set_backend``)."""
+        from harness.models import ort
+        from harness.models.dense import clipped_features, splits_words_at_spaces
+        from harness.models.runtime import configure_threads, run_batches_data_parallel
+
+        texts = list(texts)
         if not texts:
             return []
-        encode = self.encoder.encode_query if task == "query" else self.encoder.encode_document
-        arrays = encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+        configure_threads()
+        self.encoder.eval()
+        order = np.argsort([-self.encoder._input_length(t) for t in texts])  # sentence-transformers' batches
+        tokenise = self._tokeniser(task).features
+        limit = self.query_length if task == "query" else self.document_length
+        clip = task == "document" and splits_words_at_spaces(self.transformer.tokenizer)
+        batches = [clipped_features(tokenise, [texts[i] for i in order[start : start + batch_size]], limit, clip)
+                   for start in range(0, len(texts), batch_size)]
+
+        def forward(features: dict) -> list[np.ndarray]:
+            with torch.inference_mode():
+                if self._session is None:
+                    features = self.encoder(features, task=task)
+                else:
+                    features["token_embeddings"] = torch.from_numpy(self._session.run(features))
+                    features = self._mask(features, task=task)
+                masks = features["attention_mask"].bool()
+                return [t[m].numpy() for t, m in zip(features["token_embeddings"].float(), masks)]
+
+        narrow = self.transformer.get_embedding_dimension() < TOKEN_SORT_MIN_HIDDEN
+        if self._session is not None:
+            outputs = ort.run_data_parallel(forward, batches, ort.threads() if narrow else 1)
+        elif narrow:
+            outputs = run_batches_data_parallel(forward, batches)
+        else:
+            outputs = [forward(b) for b in batches]
+        flat = [np.ascontiguousarray(a, dtype=np.float32) for batch in outputs for a in batch]
+        return [flat[j] for j in np.argsort(order)]
+
+    def _tokeniser(self, task: str):
+        """The offset-free tokeniser of ``task`` (checked once against ``preprocess``, as for dense
+        models), with the prefix, and for queries the fixed-length [MASK] expansion."""
+        from harness.models.dense import OffsetFreeTokeniser
+
+        if task not in self._tokenisers:
+            expansion = self.transformer.query_expansion if task == "query" else None
+            finish = None
+            if expansion is not None:
+                mask_id = self.transformer.tokenizer.convert_tokens_to_ids(expansion["token"]) if expansion["token"] \
+                    else self.transformer.tokenizer.mask_token_id
+
+                def finish(features: dict) -> dict:  # Transformer.preprocess's fixed expansion
+                    positions = features["attention_mask"] == 0
+                    features["input_ids"] = features["input_ids"].masked_fill(positions, mask_id)
+                    features["query_expansion_positions"] = positions
+                    if expansion["attend"]:
+                        features["attention_mask"] = features["attention_mask"].masked_fill(positions, 1)
+                    return features
+            prefix = self.prefixes[task]
+            self._tokenisers[task] = OffsetFreeTokeniser(
+                self.transformer, self.query_length if task == "query" else self.document_length, prefix=prefix,
+                pad_to=self.query_length if expansion is not None else None, finish=finish,
+                preprocess=lambda texts: self.encoder.preprocess(texts, prompt=prefix, task=task),
+                constants=("prompt_length",),
+            )
+        return self._tokenisers[task]
+
+    @property
+    def _mask(self) -> MultiVectorMask:
+        return next(m for m in self.encoder if isinstance(m, MultiVectorMask))
+
+    def set_backend(self, backend: str, graph_dir: Path | None = None) -> None:
+        """Run inference with ``backend``: "torch" (the modules) or "onnx": Transformer, Dense and
+        Normalize exported once into ``graph_dir`` (a temporary folder if None) and run by
+        onnxruntime; the scoring mask (``MultiVectorMask``) stays in the harness."""
+        import tempfile
+
+        from harness.models import ort
+
+        if backend not in ort.BACKENDS:
+            raise HarnessError(f"backend '{backend}' is not one of {', '.join(ort.BACKENDS)}")
+        self._session = None
+        if backend == "torch":
+            return
+        ort.onnxruntime()
+        if graph_dir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="harness-onnx-")
+            graph_dir = Path(self._scratch.name)
+        self.encoder.eval()
+        example = {k: v for k, v in self._tokeniser("document").features(["a short text", "a longer second text"]).items()
+                   if k in ("input_ids", "token_type_ids", "attention_mask")}
+        modules = [m for m in self.encoder if not isinstance(m, MultiVectorMask)]
+
+        class TokenVectors(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.modules_ = nn.ModuleList(modules)
+
+            def forward(self, *tensors):
+                features = {**dict(zip(example, tensors)), "modality": "text"}
+                for module in self.modules_:
+                    features = module(features)
+                return features["token_embeddings"]
+
+        p = self.provenance()
+        identity = {"kind": "colbert", **{k: p[k] for k in ("weights_sha256", "dense_weights_sha256", "token_dim")},
+                    "modules": [type(m).__name__ for m in modules], "inputs": list(example), "output": "token_embeddings"}
+        if p["weights_sha256"] is None:
+            raise HarnessError("backend 'onnx' needs a ColBERT model loaded from or saved to a folder (its weights hash)")
+        graph = ort.cached_graph(graph_dir, identity, TokenVectors(), example, "token_embeddings", self.transformer.model)
+        narrow = self.transformer.get_embedding_dimension() < TOKEN_SORT_MIN_HIDDEN
+        self._session = ort.Session(graph, 1 if narrow else ort.threads())
 
     # ------------------------------------------------------------------ training
 
@@ -347,4 +460,5 @@ class ColBERT:
             "attend_to_expansion_tokens": bool(self.mask_expansion and self.transformer.query_expansion["attend"]),
             "skiplist_words": list(self.skiplist_words),
             "normalized": True,
+            **(self._session.identity() if self._session is not None else {}),
         }

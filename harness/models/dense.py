@@ -17,6 +17,12 @@ without changing a bit of the vectors: long texts are clipped where the truncate
 identical (``clip_text``) and the Rust tokenizer is not asked for character offsets
 (``OffsetFreeTokeniser``); together 1.49x for pico at its 128 tokens (benchmarks/README.md).
 
+Backend: ``"torch"`` (default) runs the sentence-transformers modules; ``"onnx"`` runs the same
+forward pass exported once to an ONNX graph by onnxruntime (:mod:`harness.models.ort`), with the
+same tokenisation and batching (fp32 vectors agree to cosine >= 0.99999; int8 is ORT's dynamic
+quantisation). It adds ``backend`` / ``onnxruntime`` / ``graph_sha256`` to provenance, which the
+pipeline puts into the cache key.
+
 Cache identity: the fp32 provenance keys the vector cache reads (weights_sha256, path, max_length,
 pooling, normalized, modules) are what they always were. A non-fp32 precision marks the
 transformer's entry in ``modules`` (e.g. ``"Transformer[int8]"``), so its vectors never share a
@@ -59,45 +65,72 @@ class OffsetFreeTokeniser:
     truncated at ``max_tokens``; ``modality`` ``"text"``), through the ``tokenizers`` backend's
     ``encode_batch_fast``, which skips the character offsets ``transformers`` always asks for:
     for pico that is a fifth of the encoding time. ``features`` falls back to ``preprocess`` for
-    good unless its first batch gives exactly what ``preprocess`` gives (same keys, same values)."""
+    good unless its first batch gives exactly what ``preprocess`` gives (same keys, same values).
 
-    def __init__(self, model, max_tokens: int):
+    For ColBERT (``harness.models.colbert``): ``prefix`` is prepended to every text, ``pad_to``
+    pads every row to that many tokens, ``finish`` completes the features (query expansion), and
+    ``preprocess`` is the reference to match, and the entries named in ``constants`` that are not
+    tensors (``prompt_length``) are taken from its first batch."""
+
+    def __init__(self, model, max_tokens: int, prefix: str = "", pad_to: int | None = None, finish=None,
+                 preprocess=None, constants: tuple[str, ...] = ()):
         import copy
 
-        self.preprocess = model.preprocess
+        self.preprocess = preprocess or model.preprocess
         self.max_tokens = max_tokens
+        self.prefix = prefix
+        self.finish = finish
+        self.constant_keys = constants
+        self.constants = {"modality": "text"}
         tokenizer = getattr(model, "tokenizer", None)
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self.backend = copy.deepcopy(backend) if hasattr(backend, "encode_batch_fast") else None
         if self.backend is not None:
             self.backend.enable_truncation(max_tokens)
             self.backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token,
-                                        pad_type_id=tokenizer.pad_token_type_id)
+                                        pad_type_id=tokenizer.pad_token_type_id, length=pad_to)
         self.verified = False
 
     def _fast(self, texts: list[str]) -> dict:
         import torch
 
-        encodings = self.backend.encode_batch_fast(texts)
+        encodings = self.backend.encode_batch_fast([self.prefix + t for t in texts] if self.prefix else texts)
 
         def as_tensor(field: str):
             return torch.from_numpy(np.array([getattr(e, field) for e in encodings], dtype=np.int64))
-        return {"input_ids": as_tensor("ids"), "token_type_ids": as_tensor("type_ids"),
-                "attention_mask": as_tensor("attention_mask"), "modality": "text"}
+        features = {"input_ids": as_tensor("ids"), "token_type_ids": as_tensor("type_ids"),
+                    "attention_mask": as_tensor("attention_mask"), **self.constants}
+        return self.finish(features) if self.finish else features
 
     def features(self, texts: list[str]) -> dict:
         if self.backend is None:
             return self.preprocess(texts)
         if self.verified:
             return self._fast(texts)
-        reference, fast = self.preprocess(texts), self._fast(texts)
+        reference = self.preprocess(texts)
+        self.constants |= {k: reference[k] for k in self.constant_keys if k in reference}
+        fast = self._fast(texts)
         same = reference.keys() == fast.keys() and all(
-            reference[k] == fast[k] if isinstance(fast[k], str) else fast[k].equal(reference[k]) for k in fast)
+            fast[k].equal(reference[k]) if hasattr(fast[k], "equal") else reference[k] == fast[k] for k in fast)
         if same:
             self.verified = True
         else:
             self.backend = None
         return reference
+
+
+def clipped_features(tokenise_texts, texts: list[str], max_tokens: int, clip: bool) -> dict:
+    """``tokenise_texts(texts)`` (features truncated at ``max_tokens``), with long texts clipped
+    first (:func:`clip_text`) when ``clip``; a clipped text that no longer fills ``max_tokens`` (a
+    rare run of long words) is tokenised whole, so the features are always the whole texts'."""
+    if not clip:
+        return tokenise_texts(texts)
+    clipped = [clip_text(t, max_tokens) for t in texts]
+    features = tokenise_texts(clipped)
+    filled = (features["attention_mask"].sum(1) >= max_tokens).tolist()
+    if all(full or len(c) == len(t) for full, c, t in zip(filled, clipped, texts)):
+        return features
+    return tokenise_texts([c if full else t for full, c, t in zip(filled, clipped, texts)])
 
 
 def splits_words_at_spaces(tokenizer) -> bool:
@@ -125,16 +158,23 @@ class DenseEncoder:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         precision: str = "fp32",
+        backend: str = "torch",
+        graph_dir: Path | None = None,
     ):
         from sentence_transformers import SentenceTransformer
 
         from harness.models import berthash  # noqa: F401  (registers bert_hash with transformers' Auto classes)
+        from harness.models import ort
 
         self.name = name
         self.path = path
         self.batch_size = batch_size
         if precision not in PRECISIONS:
             raise HarnessError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+        if backend not in ort.BACKENDS:
+            raise HarnessError(f"backend '{backend}' is not one of {', '.join(ort.BACKENDS)}")
+        if backend == "onnx":
+            ort.onnxruntime()  # fail with one line before loading anything
         local = Path(path)
         if local.is_dir():
             require_safetensors(local, allow_pickle, recursive=True)
@@ -171,13 +211,51 @@ class DenseEncoder:
         self._parameters = int(sum(p.numel() for p in self.model.parameters()))
         self._quantized_layers = 0
         self._tokeniser: OffsetFreeTokeniser | None = None
-        if precision == "int8":
+        self._folder = local if local.is_dir() else None
+        self.backend = backend
+        self._session = None
+        if backend == "onnx":
+            self._session = self._onnx_session(graph_dir)
+        elif precision == "int8":
             from harness.models.runtime import quantize_int8
 
             self._quantized_layers = quantize_int8(self.model[0])
             if not self._quantized_layers:
                 raise HarnessError(f"{path}: precision int8 found no Linear layer to quantise in {type(self.model[0]).__name__}")
-        self._folder = local if local.is_dir() else None
+
+    def _onnx_session(self, graph_dir: Path | None):
+        """An onnxruntime session on this model's graph (sentence embedding from token ids),
+        exported once into ``graph_dir`` (the vector cache's folder; a temporary one if None).
+        Wide models run one batch at a time on every thread; narrow ones one thread per batch,
+        batches data-parallel, as the torch path does."""
+        import tempfile
+
+        import torch
+
+        from harness.models import ort
+
+        if graph_dir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="harness-onnx-")
+            graph_dir = Path(self._scratch.name)
+        tokeniser = OffsetFreeTokeniser(self.model, int(self.model.max_seq_length))
+        example = {k: v for k, v in tokeniser.features(["a short text", "a somewhat longer second text"]).items()
+                   if isinstance(v, torch.Tensor)}
+        model = self.model
+
+        class SentenceEmbedding(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors):
+                return self.model({**dict(zip(example, tensors)), "modality": "text"})["sentence_embedding"]
+
+        identity = {"kind": "dense", "weights_sha256": self._weights_sha256() or str(self.path),
+                    "max_length": int(self.model.max_seq_length), "modules": [type(m).__name__ for m in self.model],
+                    "inputs": list(example), "output": "sentence_embedding"}
+        graph = ort.cached_graph(graph_dir, identity, SentenceEmbedding(), example, "sentence_embedding",
+                                 getattr(self.model[0], "auto_model", None), self.precision)
+        return ort.Session(graph, ort.threads() if self._sort_by_tokens else 1)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
@@ -233,23 +311,20 @@ class DenseEncoder:
         tokenise_texts = self._tokeniser.features
 
         def tokenise(batch: list[int]) -> dict:
-            whole = [texts[i] for i in batch]
-            if not clip:
-                return tokenise_texts(whole)
-            clipped = [clip_text(t, max_tokens) for t in whole]
-            batch_features = tokenise_texts(clipped)
-            filled = (batch_features["attention_mask"].sum(1) >= max_tokens).tolist()
-            if all(full or len(c) == len(t) for full, c, t in zip(filled, clipped, whole)):
-                return batch_features
-            # a clipped text that no longer fills max_tokens (a rare run of long words) is tokenised whole
-            return tokenise_texts([c if full else t for full, c, t in zip(filled, clipped, whole)])
+            return clipped_features(tokenise_texts, [texts[i] for i in batch], max_tokens, clip)
 
         def forward(features: dict) -> np.ndarray:
+            if self._session is not None:
+                return self._session.run(features)
             return self.model(features)["sentence_embedding"].to(torch.float32).numpy()
 
         with torch.inference_mode():
             if wide:
                 vectors = (forward(tokenise(batch)) for batch in batches)
+            elif self._session is not None:
+                from harness.models.ort import run_data_parallel, threads
+
+                vectors = run_data_parallel(forward, [tokenise(batch) for batch in batches], threads())
             else:
                 vectors = run_batches_data_parallel(forward, [tokenise(batch) for batch in batches])
             for batch, batch_vectors in zip(batches, vectors):
@@ -282,13 +357,16 @@ class DenseEncoder:
             "modules": modules,
             "precision": self.precision,
         }
+        if self._session is not None:  # part of the cache identity (torch provenance keeps its keys)
+            provenance |= self._session.identity()
         if self.precision == "int8":
-            from harness.models.runtime import INT8_SCHEME
+            from harness.models import ort, runtime
 
             # activation scales are computed per batch, so int8 vectors depend on which texts share
             # a batch: the batch size is part of their identity (and of the cache key)
-            provenance["quantization"] = {**INT8_SCHEME, "quantized_layers": self._quantized_layers,
-                                          "batch_size": self.batch_size}
+            scheme = ort.INT8_SCHEME if self._session is not None else runtime.INT8_SCHEME
+            layers = {} if self._session is not None else {"quantized_layers": self._quantized_layers}
+            provenance["quantization"] = {**scheme, **layers, "batch_size": self.batch_size}
         return provenance
 
 

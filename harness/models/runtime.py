@@ -1,7 +1,11 @@
 """How the dense encoders run on this CPU: thread settings and the int8 (dynamic quantisation) path.
 
-Why PyTorch eager (SDPA attention) stays the fp32 runtime
----------------------------------------------------------
+Why PyTorch eager (SDPA attention) stays the default fp32 runtime
+-----------------------------------------------------------------
+(``--backend onnx``, :mod:`harness.models.ort`, now runs the same models on onnxruntime; the
+measurements that decided the default are in benchmarks/README.md. The table below is the first,
+2026-11-28 measurement.)
+
 Measured on all-MiniLM-L6-v2, scifact documents (~240 tokens each, 72% at the 256-token cap),
 AMD EPYC (Zen 3, 2 cores, AVX2+FMA), CPU seconds per document at one thread (the machine was
 shared, so CPU time is the stable measure), batch 32, length sorted:

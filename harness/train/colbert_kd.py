@@ -68,7 +68,8 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
     seed = int(cfg["run"]["seed"])
     seed_everything(seed)
     ckpt = Checkpointer(Path(cfg["run"]["run_dir"]), resume, run_settings(cfg))
-    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
+    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"],
+                                 backend=cfg["teacher"].get("backend", "torch"))
     t0 = time.time()
     pools_, recipe = load_pools(cfg, teacher) if pools is None else (pools, {})
     pools = pools_

@@ -291,7 +291,8 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
     seed_everything(seed)
     run_dir = Path(cfg["run"]["run_dir"])
     ckpt = Checkpointer(run_dir, resume, run_settings(cfg))
-    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
+    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"],
+                                 backend=cfg["teacher"].get("backend", "torch"))
     t0 = time.time()
     if pools is None:
         pools, recipe = load_pools(cfg, teacher)

@@ -86,7 +86,8 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
     plan = members(cfg)
     t0 = time.time()
     in_process = teacher is not None
-    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"])
+    teacher = teacher or Teacher(max_len=cfg["teacher"]["max_len"], batch_size=cfg["teacher"]["batch_size"],
+                                 backend=cfg["teacher"].get("backend", "torch"))
     recipe = load_pools(cfg, teacher)[1]  # fills the teacher cache once, so the members only read it
     prep = time.time() - t0
     configs = [member_config(cfg, sets, i) for i, (sets, _) in enumerate(plan)]

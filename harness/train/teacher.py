@@ -3,6 +3,9 @@
 The teacher is a bi-encoder, so every teacher score the recipe needs (query x document cosine)
 is a dot product of two cached, L2-normalised 384-d embeddings: the teacher encodes each text once.
 Inputs are truncated to ``max_len`` tokens (128 by default) to keep the 2-core budget.
+``backend="onnx"`` (config ``[teacher] backend = "onnx"``; default "torch") encodes through the
+harness's dense encoder on onnxruntime (``harness.models.ort``): the same vectors to ~1e-6, cached
+under their own key.
 """
 
 from __future__ import annotations
@@ -39,15 +42,23 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 
 class Teacher:
     def __init__(self, path: Path | None = None, max_len: int = 128, batch_size: int = 64,
-                 cache_dir: Path | None = None, encoder=None):
+                 cache_dir: Path | None = None, encoder=None, backend: str = "torch"):
         self.path = Path(path) if path else teacher_path()
         self.max_len = max_len
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir) if cache_dir else CACHE / "teacher"
         self._model = encoder  # tests inject a fake encoder: callable(list[str]) -> np.ndarray
+        self.backend = backend
         self.sha256 = teacher_sha256(self.path) if encoder is None else "fake"
 
     def _encode_raw(self, texts: list[str]) -> np.ndarray:
+        if self._model is None and self.backend != "torch":
+            from harness.models.dense import DenseEncoder
+            from harness.pipeline import l2_normalise
+
+            dense = DenseEncoder("teacher", str(self.path), batch_size=self.batch_size, max_length=self.max_len,
+                                 backend=self.backend, graph_dir=self.cache_dir)
+            self._model = lambda texts: l2_normalise(dense.encode_documents(texts))
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
@@ -61,7 +72,8 @@ class Teacher:
     def encode(self, texts: list[str], name: str = "texts", chunk: int = 1024) -> np.ndarray:
         """Encode with an on-disk cache keyed by teacher sha, max_len and the exact texts.
         Work is saved chunk by chunk (atomically), so an interrupted run resumes where it stopped."""
-        key = f"{name}-{self.sha256[:12]}-L{self.max_len}-{fingerprint(texts)}"
+        backend = "" if self.backend == "torch" else f"-{self.backend}"
+        key = f"{name}-{self.sha256[:12]}-L{self.max_len}{backend}-{fingerprint(texts)}"
         final = self.cache_dir / f"{key}.npy"
         if final.exists():
             arr = np.load(final)

@@ -1,0 +1,209 @@
+"""ONNX Runtime backend: export an encoder's forward pass once with ``torch.onnx.export``, cache the
+graph beside the vectors, and run it with onnxruntime's CPU provider.
+
+What is exported: the model's own forward from token ids to its output (a dense model's sentence
+embedding, pooling and normalisation included; a ColBERT model's normalised token vectors). The
+harness keeps doing the tokenisation (:class:`harness.models.dense.OffsetFreeTokeniser`, clipping),
+so an ONNX run sees exactly the features the torch run sees.
+
+Graph cache: ``<cache dir>/onnx/<key[:2]>/<key>.onnx``, the key being the sha256 of the weights
+sha256, the exported length and shape settings, the precision / quantisation scheme, the opset and
+the torch version (an export from another torch may differ). Files are written to a temporary name
+and renamed, so a killed export never leaves half a graph. The vector cache key carries the graph's
+own sha256 and the onnxruntime version (:func:`identity`), so vectors from another graph or runtime
+never hit.
+
+int8 (``quantize``): onnxruntime's dynamic quantisation of the MatMul weights, per output channel,
+signed 8-bit weights on a 7-bit range (``reduce_range``: without VNNI, AVX2's u8 x s8 pair sums
+saturate at 8 x 8 bits, see :mod:`harness.models.runtime`), activations quantised per call over
+the whole input tensor (so vectors depend on which texts share a batch: the batch size is part of
+their identity). Layers named in ``INT8_KEEP_FP32`` stay fp32.
+
+Why it is faster than PyTorch eager here: the session's graph optimisations fuse LayerNorm, GELU,
+bias adds and attention pieces that PyTorch runs as separate ops (a third of MiniLM's time), and
+MLAS's GEMMs are about as fast as MKL's. Measurements: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+BACKENDS = ("torch", "onnx")
+OPSET = 17
+EXPORT_FORMAT = 1  # bump when the export wrapper changes what a graph computes
+#: dynamic quantisation settings (onnxruntime.quantization.quantize_dynamic)
+INT8_SCHEME = {
+    "scheme": "onnxruntime dynamic int8",
+    "weights": "int8 symmetric per output channel, 7-bit range (reduce_range)",
+    "activations": "uint8 asymmetric per tensor, computed per call",
+    "ops": "MatMul",
+    "kept_fp32": "none",
+}
+
+
+def onnxruntime():
+    """The onnxruntime module, or one clear error naming what to install."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise HarnessError(f"backend 'onnx' needs onnxruntime, which cannot be imported here ({exc});"
+                           " pip install onnxruntime onnx, or use --backend torch") from None
+    return ort
+
+
+def runtime_version() -> str:
+    return onnxruntime().__version__
+
+
+def threads() -> int:
+    """Intra-op threads: OMP_NUM_THREADS when the user set it, else the CPUs this process may use."""
+    from harness.models.runtime import cpu_threads
+
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else cpu_threads()
+
+
+def graph_path(cache_root: Path, key: str) -> Path:
+    return Path(cache_root) / "onnx" / key[:2] / f"{key}.onnx"
+
+
+@contextmanager
+def eager_attention(hf_model):
+    """Trace ``hf_model`` (a transformers model, or None) with its "eager" attention: matmul +
+    softmax, a pattern onnxruntime fuses, where SDPA's decomposition adds NaN guards (same numbers
+    to 1e-7 either way)."""
+    config = getattr(hf_model, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    if config is not None and previous not in (None, "eager"):
+        config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        if config is not None and previous is not None:
+            config._attn_implementation = previous
+
+
+def export(module, example: dict, output_name: str, target: Path, hf_model=None) -> Path:
+    """``torch.onnx.export`` of ``module(**example)`` (int64 tensors (batch, seq)) to ``target``,
+    batch and sequence axes dynamic, attention traced eager (:func:`eager_attention`); written
+    atomically. Raises HarnessError on any failure."""
+    import torch
+
+    if target.is_file():
+        return target
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError as exc:
+        raise HarnessError(f"backend 'onnx' needs the onnx package to export the graph ({exc}); pip install onnx") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    names = list(example)
+    handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(), eager_attention(hf_model):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(), tuple(example[n] for n in names), temporary, dynamo=False, input_names=names,
+                output_names=[output_name], opset_version=OPSET,
+                dynamic_axes={**{n: {0: "batch", 1: "seq"} for n in names}, output_name: {0: "batch"}},
+            )
+        os.replace(temporary, target)
+    except HarnessError:
+        raise
+    except Exception as exc:
+        raise HarnessError(f"cannot export {type(module).__name__} to ONNX: {type(exc).__name__}: {exc}") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return target
+
+
+def quantize(source: Path, target: Path, ops=("MatMul", "Attention")) -> Path:
+    """Dynamic int8 copy of the fp32 graph ``source`` (:data:`INT8_SCHEME`), written atomically."""
+    if target.is_file():
+        return target
+    onnxruntime()
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        quantize_dynamic(str(source), temporary, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(ops), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(temporary, target)
+    except Exception as exc:
+        raise HarnessError(f"cannot quantise {source} to int8: {type(exc).__name__}: {exc}") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return target
+
+
+def cached_graph(cache_root: Path, identity: dict, module, example: dict, output_name: str, hf_model=None,
+                 precision: str = "fp32") -> Path:
+    """The graph of ``module`` for ``identity`` (weights sha256, lengths, what the graph outputs),
+    exported on first use into ``cache_root`` (:func:`graph_path`); its int8 copy for
+    ``precision="int8"``. ``module`` is only traced when the graph is not cached yet."""
+    import torch
+
+    from harness.cache import cache_key
+
+    onnxruntime()
+    key = cache_key({"graph": identity, "opset": OPSET, "format": EXPORT_FORMAT, "torch": torch.__version__})
+    path = export(module, example, output_name, graph_path(cache_root, key), hf_model)
+    if precision == "int8":
+        path = quantize(path, graph_path(cache_root, cache_key({"of": key, "int8": INT8_SCHEME})))
+    elif precision != "fp32":
+        raise HarnessError(f"backend 'onnx' has no precision '{precision}' (fp32 or int8)")
+    return path
+
+
+class Session:
+    """An onnxruntime CPU session on a cached graph, fed numpy int64 features."""
+
+    def __init__(self, path: Path, intra_threads: int):
+        ort = onnxruntime()
+        from harness.models.weights import file_sha256
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise HarnessError(f"onnxruntime cannot load {path}: {type(exc).__name__}: {exc}") from None
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.path = path
+        self.sha256 = file_sha256(path)
+
+    def run(self, features: dict) -> np.ndarray:
+        feed = {n: np.ascontiguousarray(_numpy(features[n]), dtype=np.int64) for n in self.inputs}
+        return self.session.run(None, feed)[0]
+
+    def identity(self) -> dict:
+        """What identifies this session's numbers: backend, runtime version, graph hash."""
+        return {"backend": "onnx", "onnxruntime": runtime_version(), "graph_sha256": self.sha256}
+
+
+def _numpy(value):
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def run_data_parallel(run, batches: list, workers: int) -> list:
+    """``[run(b) for b in batches]`` by ``workers`` threads (onnxruntime releases the GIL in ``run``)."""
+    if workers <= 1 or len(batches) <= 1:
+        return [run(b) for b in batches]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+        return list(pool.map(run, batches))
