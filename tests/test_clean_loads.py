@@ -39,7 +39,7 @@ print(json.dumps({"st_vs_auto": float(np.abs(a - b).max()), "st_vs_txtai": float
 """
 
 
-@pytest.mark.parametrize("folders", [("pico", "colbert-pico")])
+@pytest.mark.parametrize("folders", [("pico", "colbert-pico"), ("pico-adapted", "colbert-pico-adapted")])
 def test_shipped_checkpoints_load_silently_with_identical_vectors(tmp_path, folders):
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "TRANSFORMERS_VERBOSITY": "info", "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -64,5 +64,5 @@ def test_saved_encoder_records_that_it_has_no_pooler(tmp_path):
 
     assert AutoModel.from_pretrained(out).pooler is None  # the registered class reads the config too
     shipped = (REPO / "harness" / "models" / "hf_modeling" / "modeling_bert_hash.py").read_text()
-    for folder in ("pico", "colbert-pico"):  # the shipped code is the current code
+    for folder in ("pico", "colbert-pico", "pico-adapted", "colbert-pico-adapted"):  # the shipped code is the current code
         assert (REPO / "models" / folder / "modeling_bert_hash.py").read_text() == shipped
