@@ -108,7 +108,8 @@ def load_split_queries(folder: Path, splits=("train", "dev")):
         if qid in qrels and qid not in test_ids and normalise_query(text) not in test_texts:
             ids.append(qid)
             texts.append(text)
-    qrels = {q: rel for q, rel in qrels.items() if q in set(ids)}
+    kept = set(ids)
+    qrels = {q: rel for q, rel in qrels.items() if q in kept}
     return ids, texts, qrels, test_ids
 
 

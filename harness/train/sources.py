@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.data import _find
 from harness.errors import HarnessError
 from harness.train.data import Dataset, load_dataset, normalise_query
 
@@ -94,10 +95,8 @@ def _jsonl(path: Path):
 
 
 def _file(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    raise HarnessError(f"{folder}: no {stem}.jsonl[.gz]")
+    """``<stem>.jsonl``, else ``<stem>.jsonl.gz``, as the harness's BEIR loader finds them."""
+    return _find(folder, f"{stem}.jsonl")
 
 
 def _read_corpus(src: Source) -> tuple[list[str], list[str], list[str]]:
