@@ -109,6 +109,10 @@ def test_teacher_cache_and_resume(tmp_path):
     b = t.encode(texts, name="t", chunk=4)
     assert calls == [4, 4, 2] and np.array_equal(a, b)  # cached
     assert not list((tmp_path / "parts").glob("*.npy"))
+    c = t.encode(texts, name="renamed-shard", chunk=4)  # same texts under another name: same cache
+    assert calls == [4, 4, 2] and np.array_equal(a, c)
+    t.encode(texts[:-1], name="t", chunk=4)  # other texts: encoded
+    assert calls == [4, 4, 2, 4, 4, 1]
 
 
 def test_stage_runner_resume_is_exact(tmp_path):

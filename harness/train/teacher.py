@@ -75,10 +75,13 @@ class Teacher:
         backend = "" if self.backend == "torch" else f"-{self.backend}"
         key = f"{name}-{self.sha256[:12]}-L{self.max_len}{backend}-{fingerprint(texts)}"
         final = self.cache_dir / f"{key}.npy"
-        if final.exists():
-            arr = np.load(final)
-            if arr.shape[0] == len(texts):
-                return arr
+        # The name is only a label: the same texts cached under another name (a shard renumbered when
+        # a config keeps more shards) are the same vectors.
+        for path in [final, *sorted(self.cache_dir.glob(f"*-{key[len(name) + 1:]}.npy"))]:
+            if path.exists():
+                arr = np.load(path)
+                if arr.shape[0] == len(texts):
+                    return arr
         # encode in length-sorted chunks (less padding), cache each chunk
         order = np.argsort([len(t) for t in texts], kind="stable")
         parts = []
