@@ -1,8 +1,9 @@
 """Start-up time of the commands that encode nothing: each must finish in under 1 s.
 
 Runs every command ``--repeat`` times as ``python -m harness ...`` in a fresh subprocess (wall
-time, median and best), then once more under a wrapper that reports which heavy modules the
-command imported (none of torch / transformers / sentence_transformers / scipy.stats should be).
+time, median and best; median CPU seconds of the subprocess, the steadier figure on a busy machine),
+then once more under a wrapper that reports which heavy modules the command imported (none of
+torch / transformers / sentence_transformers / scipy.stats should be).
 
     python benchmarks/startup.py               # 5 runs each
     python benchmarks/startup.py --repeat 10
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +45,13 @@ PROBE = (
 )
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far (steady under load, where
+    wall time is not)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -50,21 +59,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE_DIR": tmp, "HF_HUB_OFFLINE": "1"}
         print(f"load average {os.getloadavg()[0]:.2f}; {args.repeat} runs per command; python {sys.version.split()[0]}")
-        print(f"{'command':<28} {'median s':>9} {'best s':>8}  heavy modules imported")
+        print(f"{'command':<28} {'median s':>9} {'best s':>8} {'CPU s':>6}  heavy modules imported")
         worst = 0.0
         for command in COMMANDS:
-            times = []
+            times, cpu = [], []
             for _ in range(args.repeat):
-                start = time.perf_counter()
+                start, used = time.perf_counter(), _children_cpu()
                 subprocess.run([sys.executable, "-m", "harness", *command], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
                 times.append(time.perf_counter() - start)
+                cpu.append(_children_cpu() - used)
             probe = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *command], cwd=REPO, env=env,
                                    capture_output=True, text=True, check=False)
             heavy = probe.stdout.strip() if probe.returncode == 0 else f"probe failed: {probe.stderr.strip()[-80:]}"
             median = statistics.median(times)
             worst = max(worst, median)
-            print(f"{' '.join(command):<28} {median:>9.3f} {min(times):>8.3f}  {heavy or 'none'}")
+            print(f"{' '.join(command):<28} {median:>9.3f} {min(times):>8.3f} {statistics.median(cpu):>6.3f}"
+                  f"  {heavy or 'none'}")
         print(f"slowest median: {worst:.3f} s ({'under' if worst < 1 else 'OVER'} the 1 s target)")
     return 0
 
