@@ -328,8 +328,7 @@ class FDEStage(Stage):
         tokens = self.tokens.documents(dataset, log)
         key = {"fde": self.config.to_dict(), "tokens": self.tokens.key(dataset), "similarity": self.similarity}
         with log.step("fde_documents_seconds"):
-            docs, hit = self.cache.get_or_compute(
-                key, lambda: self._finish(engine_of(self.options).map_chunks(self.fde.encode_documents, tokens, 4096)))
+            docs, hit = self.cache.get_or_compute(key, lambda: self._finish(self.fde.encode_documents(tokens)))
         log.cache["fde_documents_cached"] = hit
         query_tokens = self.tokens.queries(dataset, log)
         with log.step("fde_queries_seconds"):

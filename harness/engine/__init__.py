@@ -7,8 +7,11 @@ An engine offers the steps the pipeline delegates to it, with one contract whate
   (same keys, same block contents), so both engines share the cache and resume each other's runs;
 * ``search(queries, docs, k, ranks)``: exact inner-product top-k, (n_queries, k) scores and indices;
 * ``maxsim_search(query_tokens, doc_tokens, k, memory, ranks)``: exact full maxsim top-k;
-* ``map_chunks(fn, items, chunk)``: ``fn`` over consecutive chunks of ``items``, concatenated (FDEs);
 * ``provenance()``: what a result records (engine, device, Ray version and cluster size).
+
+A condition's FDEs are computed where its token matrices are assembled (the driver); for corpora
+whose FDEs exceed memory, :class:`harness.engine.store.FDEDocuments` computes them per block, in
+the actors with the Ray engine, straight to disk.
 
 ``--max-memory`` makes the local engine search dense and FDE vectors chunk by chunk
 (:func:`harness.retrieval.sharded.search_chunked`), the same ranking in bounded score memory.
@@ -62,10 +65,6 @@ class LocalEngine:
         from harness.retrieval import maxsim
 
         return maxsim.search(query_tokens, doc_tokens, k, memory_budget_bytes=memory, tie_ranks=ranks)
-
-    def map_chunks(self, fn, items: list, chunk: int) -> np.ndarray:
-        """``fn(items)`` in one call (``chunk`` is the Ray engine's task size)."""
-        return fn(items)
 
 
 def add_engine_arguments(parser) -> None:

@@ -284,14 +284,6 @@ class RayEngine:
                    for a, b in sharded.shard_bounds(n, self.workers)]
         return sharded.merge(ray.get(futures), k, ranks)
 
-    def map_chunks(self, fn, items: list, chunk: int) -> np.ndarray:
-        ray = _ray()
-        if len(items) <= chunk:
-            return fn(items)
-        task = ray.remote(num_cpus=1)(fn)
-        futures = [task.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)]
-        return np.concatenate(ray.get(futures))
-
 
 def _search_part(queries: np.ndarray, docs, start: int, stop: int, k: int, ranks: np.ndarray):
     """Ray task: top-k over rows ``start..stop-1``; ``docs`` is those rows, or the path of a ``.npy``

@@ -158,3 +158,23 @@ def encode_corpus(corpus: CorpusFile, encode, cache: VectorCache, parts: dict, e
     for b in range(n_blocks):
         cache.discard(block_key_parts(whole, b, block_size))
     return np.load(path, mmap_mode="r"), {"blocks": n_blocks, "blocks_cached": hits if cached is None else cached}
+
+
+class FDEDocuments:
+    """Picklable ``encode`` for :func:`encode_corpus` that gives MUVERA FDEs: texts -> ColBERT token
+    matrices (``tokens``, e.g. ``functools.partial(colbert.encode_documents, batch_size=32)``) ->
+    (n, fde.dims) float32 FDEs, L2-normalised when ``normalise`` (txtai mode, cosine). With it the
+    FDEs of a corpus go to disk block by block and are searched chunk by chunk, never all in RAM
+    (10,240 dims are 40 KB a document)."""
+
+    def __init__(self, tokens, fde, normalise: bool):
+        self.tokens = tokens
+        self.fde = fde
+        self.normalise = normalise
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        vectors = self.fde.encode_documents(self.tokens(texts))
+        if self.normalise:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors.astype(np.float32)
