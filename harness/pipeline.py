@@ -354,7 +354,7 @@ class MaxSimReranker:
         depth = min(self.depth, indices.shape[1])
         head = indices[:, :depth]
         with log.step("rerank_seconds"):
-            head_scores = maxsim.rerank(queries, docs, head).astype(np.float32)
+            head_scores = engine_of(self.tokens.options).rerank(queries, docs, head).astype(np.float32)
             retrieved = np.isfinite(scores[:, :depth])
             head_scores[~retrieved] = -np.inf
             ranks = exact.tie_ranks(dataset.doc_ids)

@@ -7,6 +7,8 @@ An engine offers the steps the pipeline delegates to it, with one contract whate
   (same keys, same block contents), so both engines share the cache and resume each other's runs;
 * ``search(queries, docs, k, ranks)``: exact inner-product top-k, (n_queries, k) scores and indices;
 * ``maxsim_search(query_tokens, doc_tokens, k, memory, ranks)``: exact full maxsim top-k;
+* ``rerank(query_tokens, doc_tokens, candidates)``: exact maxsim of each query's candidates
+  (:func:`harness.retrieval.maxsim.rerank`), reading only the candidates' token matrices;
 * ``provenance()``: what a result records (engine, device, Ray version and cluster size).
 
 A condition's FDEs are computed where its token matrices are assembled (the driver); for corpora
@@ -60,6 +62,11 @@ class LocalEngine:
         if rows is None and not isinstance(docs, np.memmap):
             return exact.search(queries, docs, k, ranks)
         return sharded.search_chunked(queries, docs, k, ranks, rows or max(k, 65536))
+
+    def rerank(self, query_tokens, doc_tokens, candidates: np.ndarray) -> np.ndarray:
+        from harness.retrieval import maxsim
+
+        return maxsim.rerank(query_tokens, doc_tokens, candidates)
 
     def maxsim_search(self, query_tokens, doc_tokens, k: int, memory: int, ranks: np.ndarray):
         from harness.retrieval import maxsim

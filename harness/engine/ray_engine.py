@@ -284,6 +284,30 @@ class RayEngine:
                    for a, b in sharded.shard_bounds(n, self.workers)]
         return sharded.merge(ray.get(futures), k, ranks)
 
+    def rerank(self, query_tokens, doc_tokens, candidates: np.ndarray) -> np.ndarray:
+        """Queries in one chunk per worker; each task receives only the token matrices of its
+        queries' candidates (renumbered), so no task holds the corpus."""
+        ray = _ray()
+        from harness.retrieval import maxsim
+
+        candidates = np.asarray(candidates, dtype=np.int64)
+        bounds = _bounds(len(candidates), self.workers)
+        task = ray.remote(num_cpus=1)(maxsim.rerank)
+        futures = []
+        for a, b in bounds:
+            chunk = candidates[a:b]
+            used = np.unique(chunk[chunk >= 0])
+            renumbered = np.where(chunk >= 0, np.searchsorted(used, chunk), -1)
+            futures.append(task.remote([query_tokens[i] for i in range(a, b)], [doc_tokens[i] for i in used], renumbered))
+        parts = ray.get(futures)
+        return np.concatenate(parts) if parts else np.zeros(candidates.shape, np.float32)
+
+
+def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    from harness.retrieval import sharded
+
+    return sharded.shard_bounds(n, parts) if n else []
+
 
 def _search_part(queries: np.ndarray, docs, start: int, stop: int, k: int, ranks: np.ndarray):
     """Ray task: top-k over rows ``start..stop-1``; ``docs`` is those rows, or the path of a ``.npy``

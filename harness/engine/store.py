@@ -178,3 +178,48 @@ class FDEDocuments:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors.astype(np.float32)
+
+
+class TokenStore:
+    """Ragged token matrices on disk: ``<stem>.tokens.npy`` (total_tokens, dim) float32 and
+    ``<stem>.offsets.npy`` (n + 1,) int64, both memory-mapped. ``store[i]`` is document i's
+    (n_tokens_i, dim) matrix, read from disk only when used, so the maxsim reranker
+    (:func:`harness.retrieval.maxsim.rerank`) pages in only its candidates' matrices."""
+
+    def __init__(self, stem: Path):
+        self.stem = Path(stem)
+        self.tokens = np.load(f"{stem}.tokens.npy", mmap_mode="r")
+        self.offsets = np.load(f"{stem}.offsets.npy")
+
+    @staticmethod
+    def write(stem: Path, matrices) -> TokenStore:
+        """Write ``matrices`` (an iterable of (n_i, dim) arrays, e.g. block by block) and open them."""
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        offsets, dim = [0], None
+        tmp = Path(f"{stem}.tokens.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(b"\0" * 128)  # header placeholder: the shape is known at the end
+            for matrix in matrices:
+                matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+                dim = matrix.shape[1] if dim is None else dim
+                handle.write(matrix.tobytes())
+                offsets.append(offsets[-1] + len(matrix))
+            header = np.lib.format.header_data_from_array_1_0(np.zeros((0, dim or 0), np.float32))
+            header["shape"] = (offsets[-1], dim or 0)
+            handle.seek(0)
+            np.lib.format.write_array_header_1_0(handle, header)
+            if handle.tell() != 128:
+                raise RuntimeError("npy header is not 128 bytes")
+        os.replace(tmp, f"{stem}.tokens.npy")
+        np.save(f"{stem}.offsets.npy", np.asarray(offsets, dtype=np.int64))
+        return TokenStore(stem)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
