@@ -20,11 +20,13 @@ SCORE_BLOCK_BYTES = 256 * 2**20
 #: corpus computes each query's scores in the same block as the whole corpus does.
 QUERY_BLOCK = 256
 
-#: Fewest document rows one score GEMM is given (zero rows pad a smaller corpus or shard). MKL
-#: scores fewer than 12 rows with another kernel whose float32 sums round differently; from 12 rows
-#: on, a score does not depend on how many other documents share the GEMM, so shards of any size
-#: score exactly as the whole corpus does (tests/test_ray_engine.py checks it).
-MIN_GEMM_ROWS = 16
+#: Fewest document rows, and query rows, one score GEMM is given (zero rows pad a smaller corpus,
+#: shard or query block). MKL scores fewer than 12 document rows, and a few queries, with other
+#: kernels whose float32 sums round differently (and, for a handful of queries, differently on one
+#: thread than on two); padded, a score does not depend on how many other documents share the
+#: GEMM nor on the thread count, so shards of any size, searched by one-CPU Ray tasks, score
+#: exactly as the whole corpus does (tests/test_ray_engine.py checks it).
+MIN_GEMM_ROWS = 32
 
 
 def tie_ranks(doc_ids: list[str]) -> np.ndarray:
@@ -91,11 +93,14 @@ def search(queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray) -> 
 
 
 def _scores(block: torch.Tensor, docs: torch.Tensor) -> np.ndarray:
-    """(block rows, len(docs)) float32 inner products; fewer than MIN_GEMM_ROWS docs are zero-padded."""
-    n = len(docs)
+    """(block rows, len(docs)) float32 inner products; fewer than MIN_GEMM_ROWS docs, or queries,
+    are zero-padded to that many rows."""
+    n, m = len(docs), len(block)
     if n < MIN_GEMM_ROWS:
         docs = torch.cat([docs, docs.new_zeros((MIN_GEMM_ROWS - n, docs.shape[1]))])
-    return (block @ docs.T).numpy()[:, :n]
+    if m < MIN_GEMM_ROWS:
+        block = torch.cat([block, block.new_zeros((MIN_GEMM_ROWS - m, block.shape[1]))])
+    return (block @ docs.T).numpy()[:m, :n]
 
 
 def _merge(a, b, k: int, ranks: np.ndarray):
