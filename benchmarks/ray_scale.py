@@ -5,7 +5,7 @@ the real SciFact and NFCorpus corpora (each document: 1-3 sentences drawn with a
 written as ``corpus.jsonl``. Each (engine, size) runs in its own subprocess on an empty vector
 cache: :class:`harness.engine.store.CorpusFile` streams the corpus, :func:`encode_corpus` encodes
 it through the cache blocks into a memory-mapped ``.npy``, and 1,000 of the sentences are then
-searched as queries (exact top-100, chunked under a 256 MiB budget). Printed per run: docs/s of
+searched as queries (exact top-100, chunked under a 128 MiB budget). Printed per run: docs/s of
 encoding, search seconds, and peak RSS (``VmHWM``) of every process: the driver, each Ray actor
 (reported by the actor itself) and Ray's own processes (raylet, GCS, workers: the driver's
 descendants). ``vectors MiB`` is the size of the searched float32 vectors (n x 80 x 4 bytes);
@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -104,10 +105,11 @@ def side(args) -> dict:
         vectors, info = encode_corpus(corpus, encoder.encode_documents, cache, parts, engine=engine)
         encode_seconds = time.perf_counter() - start
         cpu = time.process_time() - cpu0
+        extra["encode_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         queries = encoder.encode_queries(corpus.texts(range(0, len(corpus), max(1, len(corpus) // QUERIES)))[:QUERIES])
         ranks = exact.tie_ranks([f"s{i}" for i in range(len(corpus))])
         start = time.perf_counter()
-        searcher = engine or LocalEngine(max_memory_bytes=256 * 2**20)
+        searcher = engine or LocalEngine(max_memory_bytes=128 * 2**20)
         scores, _ = searcher.search(queries, vectors, 100, ranks)
         search_seconds = time.perf_counter() - start
         if engine is not None:
@@ -155,13 +157,13 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
                 rows.append(result)
             corpus.unlink()
-    print("\nengine | docs | docs/s | driver CPU s | search s | peak RSS MiB driver | vectors MiB | driver - vectors"
-          " | actors' peak RSS MiB | Ray's other processes, peak RSS MiB (sum)")
+    print("\nengine | docs | docs/s | driver CPU s | search s | driver peak RSS MiB after encoding | at the end |"
+          " vectors MiB | end - vectors | actors' peak RSS MiB | Ray's other processes, peak RSS MiB (sum)")
     for r in rows:
         actors = ", ".join(f"{v:.0f}" for v in r.get("actor_peak_rss_mb", {}).values()) or "-"
         others = sum(r.get("ray_processes_peak_rss_mb", {}).values())
         print(f"{r['engine']} | {r['docs']} | {r['docs_per_s']} | {r['driver_cpu_s']} | {r['search_s']} |"
-              f" {r['peak_rss_mb']:.0f} | {r['vectors_mb']:.0f} | {r['peak_rss_mb'] - r['vectors_mb']:.0f} | {actors} |"
+              f" {r['encode_peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['vectors_mb']:.0f} | {r['peak_rss_mb'] - r['vectors_mb']:.0f} | {actors} |"
               f" {f'{others:.0f}' if others else '-'}")
     for engine in args.engines.split(","):
         mine = [r for r in rows if r["engine"] == engine]

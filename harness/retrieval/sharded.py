@@ -28,13 +28,15 @@ def shard_bounds(n_rows: int, n_shards: int) -> list[tuple[int, int]]:
 
 
 def chunk_rows(dim: int, n_queries: int, k: int, memory_bytes: int | None) -> int | None:
-    """Document rows per chunk so that one chunk's vectors (rows x dim float32) plus its top-k
-    state fit in half of ``memory_bytes`` (the other half: the query-block score matrix, which
-    :func:`harness.retrieval.exact.search` caps at ``SCORE_BLOCK_BYTES``). None: no budget."""
+    """Document rows per chunk so that a chunk's working set fits in ``memory_bytes``: per row its
+    vector (4 x dim bytes) and, for one block of ``exact.QUERY_BLOCK`` queries, its score and the
+    top-k selection's temporaries (about 24 bytes a score); fixed, the queries and the running
+    top-k of every query. None: no budget. The rows do not grow with the corpus, so neither does
+    the search's memory (apart from the vectors a memory map pages in)."""
     if not memory_bytes:
         return None
-    fixed = 4 * n_queries * dim + 24 * n_queries * k
-    return max(k, 1, (memory_bytes // 2 - fixed) // (4 * max(dim, 1)))
+    fixed = 4 * n_queries * dim + 2 * 24 * n_queries * k
+    return max(k, 1, (memory_bytes - fixed) // (4 * max(dim, 1) + 24 * exact.QUERY_BLOCK))
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
