@@ -65,6 +65,10 @@ class VectorCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for ``key`` is stored (False with the cache off)."""
+        return self.enabled and self._path(key).is_file()
+
     def load(self, key: str) -> Vectors | None:
         path = self._path(key)
         if not self.enabled or not path.is_file():
@@ -119,7 +123,7 @@ class VectorCache:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for folder in self._entry_folders() for p in folder.rglob("*")
-                   if p.suffix in (".npz", ".onnx"))
+                   if p.suffix in (".npz", ".npy", ".onnx"))
 
     def clear(self) -> int:
         """Delete every entry (and nothing else under the root); returns the bytes freed."""
@@ -127,6 +131,23 @@ class VectorCache:
         for folder in self._entry_folders():
             shutil.rmtree(folder)
         return size
+
+
+def whole_key_parts(parts: dict, n_texts: int) -> dict:
+    """Cache key parts of the whole encoded corpus of ``n_texts`` texts (see :func:`encode_in_blocks`)."""
+    return {**parts, "n": n_texts}
+
+
+def block_key_parts(whole_parts: dict, block: int, block_size: int) -> dict:
+    """Cache key parts of block number ``block`` of the corpus keyed by ``whole_parts``."""
+    return {**whole_parts, "block": block, "block_size": block_size}
+
+
+def block_order(lengths: Sequence[int]) -> np.ndarray:
+    """(n,) int64 text indices, longest first (ties: lower index first): block ``b`` encodes
+    ``order[b * block_size : (b + 1) * block_size]``. ``lengths`` are the texts' lengths in characters."""
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    return np.lexsort((np.arange(len(lengths)), -lengths))
 
 
 def encode_in_blocks(
@@ -144,17 +165,17 @@ def encode_in_blocks(
     ``{"blocks": n, "blocks_cached": m}``. The whole result is cached as one entry; the block
     entries are then removed.
     """
-    whole_parts = {**parts, "n": len(texts)}
+    whole_parts = whole_key_parts(parts, len(texts))
     n_blocks = (len(texts) + block_size - 1) // block_size
     whole = cache.load(cache_key(whole_parts))
     if whole is not None:
         return whole, {"blocks": n_blocks, "blocks_cached": n_blocks}
-    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    order = block_order([len(t) for t in texts])
     pieces, cached = [], 0
     with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
         for b in range(n_blocks):
             block = [texts[i] for i in order[b * block_size : (b + 1) * block_size]]
-            block_parts = {**whole_parts, "block": b, "block_size": block_size}
+            block_parts = block_key_parts(whole_parts, b, block_size)
             value, hit = cache.get_or_compute(block_parts, lambda: encode(block))
             cached += hit
             pieces.append(value)
@@ -168,5 +189,5 @@ def encode_in_blocks(
         result = np.concatenate(pieces)[inverse] if pieces else np.zeros((0, 0), np.float32)
     cache.save(cache_key(whole_parts), result)
     for b in range(n_blocks):
-        cache.discard({**whole_parts, "block": b, "block_size": block_size})
+        cache.discard(block_key_parts(whole_parts, b, block_size))
     return result, {"blocks": n_blocks, "blocks_cached": cached}

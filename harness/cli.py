@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from harness.engine import add_engine_arguments, engine_from_args
 from harness.errors import HarnessError, error_line
 from harness.train import add_train_parser
 from harness.train.adapt import add_adapt_parser
@@ -71,7 +72,10 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write result files (print only)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own Python code to run")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can execute code")
-    p.add_argument("--max-memory", type=float, default=None, help="memory budget in GiB for full maxsim scoring")
+    p.add_argument("--max-memory", type=float, default=None,
+                   help="memory budget in GiB for vectors and scores: full maxsim scoring, and dense/FDE search"
+                   " chunk by chunk")
+    add_engine_arguments(p)
     p.add_argument("--profile", choices=("beir", "txtai-benchmark"), default="beir",
                    help="beir: BEIR's conventions (exact search, all metrics); txtai-benchmark: txtai's"
                    " examples/benchmarks.py run through txtai (its Embeddings/faiss or BM25 scoring, text joining,"
@@ -94,10 +98,7 @@ def execute_run(args) -> list[dict]:
     """
     from transformers.utils import logging as transformers_logging
 
-    from harness.cache import VectorCache
-    from harness.data import dataset_name, default_split, load_dataset, resolve_dataset_path, subsets
-    from harness.pipeline import Condition, RunOptions
-    from harness.results import mean_result
+    from harness.pipeline import RunOptions
 
     transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
     fde = {}
@@ -130,6 +131,17 @@ def execute_run(args) -> list[dict]:
     names = _names(args.datasets)
     if not names:
         raise HarnessError("--datasets is empty")
+    with engine_from_args(args, options.max_memory_bytes) as options.engine:
+        options.device = options.engine.device
+        return _execute(args, options, names)
+
+
+def _execute(args, options, names: list[str]) -> list[dict]:
+    from harness.cache import VectorCache
+    from harness.data import dataset_name, default_split, load_dataset, resolve_dataset_path, subsets
+    from harness.pipeline import Condition
+    from harness.results import mean_result
+
     cache = VectorCache(args.cache_dir, enabled=not args.no_cache)
     if args.profile == "txtai-benchmark":
         from harness.txtai_benchmark import TxtaiBenchmarkCondition

@@ -11,6 +11,7 @@ in first-stage order (their scores shifted below the reranked ones), so recall@1
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import registry
-from harness.cache import VectorCache, encode_in_blocks, texts_sha256
+from harness.cache import VectorCache, texts_sha256
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC, clean_ranking, evaluate
@@ -45,6 +46,15 @@ class RunOptions:
     backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" (exported graph run by onnxruntime)
     name: str | None = None
     empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
+    device: str = "cpu"  # torch device of the encoders ("cpu" | "cuda"), chosen by harness.engine.device
+    engine: object = None  # harness.engine.LocalEngine (None) or RayEngine: where encoding and search run
+
+
+def engine_of(options: RunOptions):
+    """The engine that runs ``options``' encoding and search (:mod:`harness.engine`)."""
+    from harness.engine import LocalEngine
+
+    return options.engine or LocalEngine(options.device, options.max_memory_bytes)
 
 
 def condition_name(model: str, options: RunOptions) -> str:
@@ -148,7 +158,7 @@ class VectorStage(Stage):
             "dtype": "float32",
         }
         with log.step("encode_documents_seconds"):
-            docs, info = encode_in_blocks(
+            docs, info = engine_of(self.options).encode_in_blocks(
                 dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
                 desc=f"{self.encoder.name} documents",
             )
@@ -160,16 +170,17 @@ class VectorStage(Stage):
             )
         log.cache["queries_cached"] = hit
         with log.step("search_seconds"):
-            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
+            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids),
+                                  engine_of(self.options))
 
 
-def search_vectors(index: str, queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray):
-    """Exact top-k by inner product, with the built-in search or through a txtai index."""
+def search_vectors(index: str, queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray, engine=None):
+    """Exact top-k by inner product, with the built-in search (run by ``engine``) or a txtai index."""
     if index == "txtai":
         from harness.retrieval.txtai_index import search as txtai_search
 
         return txtai_search(queries, docs, k, ranks)
-    return exact.search(queries, docs, k, ranks)
+    return engine.search(queries, docs, k, ranks) if engine is not None else exact.search(queries, docs, k, ranks)
 
 
 class DenseEncoderAdapter:
@@ -216,6 +227,8 @@ class ColBERTTokens:
         self.name = name
         self.model = ColBERT.load(path, allow_pickle=options.allow_pickle)
         self.model.set_backend(options.backend, cache.graph_dir())
+        self.model.to_device(options.device)
+        self.options = options
         self.cache = cache
         self.batch_size = options.batch_size
         self._documents: tuple[Dataset, list[np.ndarray]] | None = None  # the last dataset's, in memory
@@ -239,9 +252,8 @@ class ColBERTTokens:
         if self._documents is not None and self._documents[0] is dataset:
             return self._documents[1]
         with log.step("encode_documents_seconds"):
-            tokens, info = encode_in_blocks(
-                dataset.doc_texts(),
-                lambda texts: self.model.encode_documents(texts, batch_size=self.batch_size),
+            tokens, info = engine_of(self.options).encode_in_blocks(
+                dataset.doc_texts(), functools.partial(self.model.encode_documents, batch_size=self.batch_size),
                 self.cache, self.key(dataset), desc=f"{self.name} document tokens",
             )
         self._documents = (dataset, tokens)
@@ -275,6 +287,7 @@ class MaxSimStage(Stage):
     def __init__(self, tokens: ColBERTTokens, options: RunOptions):
         self.tokens = tokens
         self.memory = options.max_memory_bytes or maxsim.DEFAULT_MEMORY_BUDGET
+        self.options = options
 
     def provenance(self) -> dict:
         p = self.tokens.provenance()
@@ -284,9 +297,7 @@ class MaxSimStage(Stage):
         docs = self.tokens.documents(dataset, log)
         queries = self.tokens.queries(dataset, log)
         with log.step("search_seconds"):
-            return maxsim.search(
-                queries, docs, k, memory_budget_bytes=self.memory, tie_ranks=exact.tie_ranks(dataset.doc_ids)
-            )
+            return engine_of(self.options).maxsim_search(queries, docs, k, self.memory, exact.tie_ranks(dataset.doc_ids))
 
 
 class FDEStage(Stage):
@@ -323,7 +334,8 @@ class FDEStage(Stage):
         with log.step("fde_queries_seconds"):
             queries = self._finish(self.fde.encode_queries(query_tokens))
         with log.step("search_seconds"):
-            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids))
+            return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids),
+                                  engine_of(self.options))
 
 
 class MaxSimReranker:
@@ -342,7 +354,7 @@ class MaxSimReranker:
         depth = min(self.depth, indices.shape[1])
         head = indices[:, :depth]
         with log.step("rerank_seconds"):
-            head_scores = maxsim.rerank(queries, docs, head).astype(np.float32)
+            head_scores = engine_of(self.tokens.options).rerank(queries, docs, head).astype(np.float32)
             retrieved = np.isfinite(scores[:, :depth])
             head_scores[~retrieved] = -np.inf
             ranks = exact.tie_ranks(dataset.doc_ids)
@@ -402,6 +414,7 @@ class Condition:
                 spec.name, path, batch_size=self.options.batch_size, max_length=self.options.max_length,
                 trust_remote_code=self.options.trust_remote_code, allow_pickle=self.options.allow_pickle,
                 precision=self.options.precision, backend=self.options.backend, graph_dir=self.cache.graph_dir(),
+                device=self.options.device,
             )
             return VectorStage(DenseEncoderAdapter(encoder), self.cache, self.options)
         if spec.kind == "muvera":
@@ -488,6 +501,7 @@ class Condition:
                 "top_k": k,
                 "search": "exact" if self.options.index == "exact" else "txtai numpy backend (exact)",
                 "empty_queries": self.options.empty_queries,
+                "execution": engine_of(self.options).provenance(),
             },
             text_format={"document": "title + separator + text, stripped", "separator": TITLE_SEPARATOR},
             storage=self.storage(dataset),

