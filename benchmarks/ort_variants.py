@@ -10,7 +10,8 @@ fp32 variants (same vectors; max abs difference to the harness's torch path prin
 * ``onnx-fused``: the same graph after ``onnxruntime.transformers.optimizer`` (model type bert:
   fused EmbedLayerNormalization, Attention, BiasGelu, SkipLayerNormalization);
 * ``onnx-fused-dp``: the fused graph, one intra-op thread per session call, batches run
-  data-parallel on every CPU (as the harness runs narrow models).
+  data-parallel on every CPU (as the harness runs narrow models);
+* ``openvino``: the unfused graph compiled by OpenVINO for the CPU, if ``openvino`` is installed.
 
 int8 variants (``quantize_dynamic`` of the fp32 graph's MatMuls, per channel, 7-bit weights unless
 said): mean / minimum cosine to the fp32 vectors, and speed. ``keep-ffn-out`` keeps each layer's
@@ -95,6 +96,21 @@ def main() -> None:
         "onnx-fused": with_session(ort.Session(fused_path, ort.threads())),
         "onnx-fused-dp": with_session(ort.Session(fused_path, 1), data_parallel=True),
     }
+    try:  # another runtime on the same graph, when installed (not a harness dependency)
+        import openvino
+
+        compiled = openvino.Core().compile_model(str(graph), "CPU")
+
+        class OpenVINOSession:
+            inputs = plain_session.inputs
+
+            def run(self, features):
+                feed = {n: np.ascontiguousarray(np.asarray(features[n]), dtype=np.int64) for n in self.inputs}
+                return compiled(feed)[0]
+
+        variants[f"openvino {openvino.__version__.split('-')[0]} fp32"] = with_session(OpenVINOSession())
+    except ImportError:
+        pass
     if not args.skip_int8:
         matmuls = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "MatMul"]
         keep = {
