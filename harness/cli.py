@@ -100,17 +100,16 @@ def execute_run(args) -> list[dict]:
     from harness.results import mean_result
 
     transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
-    fde = {}
-    if args.model.startswith("muvera") or args.fde_mode != "txtai":
-        fde = {
-            "repetitions": args.fde_repetitions,
-            "hashes": args.fde_hashes,
-            "projection": args.fde_projection,
-            "seed": args.fde_seed,
-            "mode": args.fde_mode,
-        }
-        if args.fde_mode == "paper":
-            fde.update(fill_empty=True, final_projection=args.fde_final_projection)
+    # Read by the kinds that build an FDE (muvera); the others ignore them.
+    fde = {
+        "repetitions": args.fde_repetitions,
+        "hashes": args.fde_hashes,
+        "projection": args.fde_projection,
+        "seed": args.fde_seed,
+        "mode": args.fde_mode,
+    }
+    if args.fde_mode == "paper":
+        fde.update(fill_empty=True, final_projection=args.fde_final_projection)
     options = RunOptions(
         top_k=args.top_k,
         index=args.index,

@@ -253,7 +253,7 @@ class TxtaiBenchmarkCondition:
         }
 
     def run(self, dataset: Dataset, command: str = "") -> tuple[dict, dict[str, dict[str, float]]]:
-        from harness.pipeline import RunLog
+        from harness.stages import RunLog
 
         log = RunLog()
         start = time.perf_counter()

@@ -29,11 +29,11 @@ def adapt_config(model: str, dataset: str, steps: int, out: Path | None, data_di
     from harness.train.common import load_config
 
     spec, path = resolve(model)
-    if spec.kind not in ("dense", "colbert", "muvera") or path is None or not Path(path).is_dir():
+    if spec.model_kind.training is None or path is None or not Path(path).is_dir():
         raise HarnessError(f"adapt: --model must be a local pico or ColBERT pico model, not {model!r}")
     folder = resolve_dataset_path(dataset, data_dir)
     name = folder.name
-    colbert = spec.kind in ("colbert", "muvera")
+    colbert = spec.model_kind.training == "colbert"
     cfg = load_config(CONFIGS / ("colbert-pico.toml" if colbert else "pico.toml"))
     base = spec.name if spec.name in ("pico", "colbert-pico") else Path(path).name
     target = Path(out) if out else Path("models") / "adapted" / f"{base}-{name}"

@@ -16,7 +16,7 @@ import torch
 
 from harness.data import split_qrels_path
 from harness.errors import HarnessError, error_line
-from harness.pipeline import l2_normalise
+from harness.stages import l2_normalise
 from harness.train.data import _find, _open_text, load_dataset, read_qrels
 
 
