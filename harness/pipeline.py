@@ -21,7 +21,7 @@ from harness import registry
 from harness.cache import VectorCache
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
-from harness.evaluate import PRIMARY_METRIC, clean_ranking, evaluate
+from harness.evaluate import METRICS, PRIMARY_METRIC, clean_ranking, evaluate
 from harness.retrieval import exact
 from harness.results import build_result
 from harness.stages import ColBERTTokens, MaxSimReranker, RunLog, Stage
@@ -45,6 +45,7 @@ class RunOptions:
     backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" (exported graph run by onnxruntime)
     name: str | None = None
     empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
+    metrics: tuple[str, ...] = METRICS  # evaluated and stored, as "<name>@<cutoff>"; the primary first
 
 
 def condition_name(model: str, options: RunOptions) -> str:
@@ -154,7 +155,8 @@ class Condition:
         scores[empty] = -np.inf  # an empty query retrieves nothing: it scores 0, counted
         run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
         with log.step("evaluate_seconds"):
-            evaluation = evaluate(dataset.qrels, run, top_k=k, empty_queries=self.options.empty_queries)
+            evaluation = evaluate(dataset.qrels, run, top_k=k, empty_queries=self.options.empty_queries,
+                                  metrics=self.options.metrics)
         run = {q: clean_ranking(q, docs, True, k)[0] for q, docs in run.items()}
         log.seconds["total_seconds"] = round(time.perf_counter() - start, 3)
         result = build_result(
