@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness.conditions import CONDITIONS
 from harness.errors import HarnessError, error_line
 from harness.runner import DATA_DIR_HELP, REPO, RUN_DESCRIPTION, RUN_HELP, add_run_arguments, execute_run, split_names
 from harness.train import add_train_parser
@@ -73,7 +74,7 @@ def _add_table_parser(sub) -> None:
         " one per table group named in the conditions file, and rewrite the marked block in README.md.",
     )
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
-    p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="file whose marked block is rewritten")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the tables; do not touch README")
     p.add_argument("--check", action="store_true",
@@ -84,8 +85,7 @@ def _add_table_parser(sub) -> None:
 def cmd_table(args) -> int:
     from harness.report import readme_is_current, render_tables, update_readme
 
-    conditions = args.conditions or args.results_dir / "conditions.toml"
-    markdown = render_tables(args.results_dir, conditions)
+    markdown = render_tables(args.results_dir, args.conditions)
     if args.check:
         if readme_is_current(args.readme, markdown):
             print(f"the tables in {args.readme} match the stored results")
@@ -105,7 +105,7 @@ def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot ndcg@10 against bytes per document from stored results",
                        description="Write a PNG of ndcg@10 against the bytes each method stores per document.")
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
-    p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "ndcg_vs_bytes.png")
     p.set_defaults(func=cmd_plot)
 
@@ -113,7 +113,7 @@ def _add_plot_parser(sub) -> None:
 def cmd_plot(args) -> int:
     from harness.plot import plot
 
-    print(f"wrote {plot(args.results_dir, args.conditions or args.results_dir / 'conditions.toml', args.out)}")
+    print(f"wrote {plot(args.results_dir, args.conditions, args.out)}")
     return 0
 
 
@@ -131,7 +131,7 @@ def _add_check_parser(sub) -> None:
 
 def _add_condition_selection(p, default_only: str) -> None:
     """The options ``check`` and ``reproduce`` share: which conditions, on which datasets, from where."""
-    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--only", default=None, help=f"comma-separated condition names ({default_only})")
     p.add_argument("--datasets", default=None, help="comma-separated datasets (default: each condition's expected)")
     p.add_argument("--data-dir", type=Path, default=None)
