@@ -21,7 +21,7 @@ from harness import registry
 from harness.cache import VectorCache
 from harness.data import TITLE_SEPARATOR, Dataset
 from harness.errors import HarnessError
-from harness.evaluate import METRICS, PRIMARY_METRIC, clean_ranking, evaluate
+from harness.evaluate import METRICS, PRIMARY_METRIC, Evaluation, clean_ranking, evaluate
 from harness.retrieval import exact
 from harness.results import build_result
 from harness.stages import ColBERTTokens, MaxSimReranker, RunLog, Stage
@@ -144,19 +144,13 @@ class Condition:
         log = RunLog()
         start = time.perf_counter()
         k = self.options.top_k
-        # A query id that is also a document id may retrieve itself, which evaluation removes: one
-        # more document keeps k after the removal, as BEIR's exact search does.
-        depth = k + 1 if not set(dataset.query_ids).isdisjoint(dataset.doc_ids) else k
+        depth = retrieval_depth(dataset, k)
         scores, indices = self.first_stage.retrieve(dataset, max(depth, self.options.rerank_depth if self.reranker else 0), log)
         if self.reranker is not None:
             scores, indices = self.reranker.rerank(dataset, scores, indices, log)
-        scores, indices = scores[:, :depth], indices[:, :depth]
-        empty = [i for i, text in enumerate(dataset.queries) if not text.strip()]
-        scores[empty] = -np.inf  # an empty query retrieves nothing: it scores 0, counted
-        run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
         with log.step("evaluate_seconds"):
-            evaluation = evaluate(dataset.qrels, run, top_k=k, empty_queries=self.options.empty_queries,
-                                  metrics=self.options.metrics)
+            evaluation, run = evaluate_ranking(dataset, scores, indices, k, self.options.empty_queries,
+                                               self.options.metrics)
         run = {q: clean_ranking(q, docs, True, k)[0] for q, docs in run.items()}
         log.seconds["total_seconds"] = round(time.perf_counter() - start, 3)
         result = build_result(
@@ -182,3 +176,23 @@ class Condition:
         )
         return result, run
 
+
+def retrieval_depth(dataset: Dataset, k: int) -> int:
+    """How many documents to retrieve per query for ``k`` to be evaluated: a query id that is also a
+    document id may retrieve itself, which evaluation removes, so one more keeps k after the removal
+    (as BEIR's exact search does)."""
+    return k + 1 if not set(dataset.query_ids).isdisjoint(dataset.doc_ids) else k
+
+
+def evaluate_ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, k: int,
+                     empty_queries: str = "zero", metrics=METRICS) -> tuple[Evaluation, dict[str, dict[str, float]]]:
+    """Score a ranking of ``dataset`` (scores, doc indices (n_queries, >= k), best first; -inf = not
+    retrieved) under :mod:`harness.evaluate`'s rules: cut to :func:`retrieval_depth`, an empty query
+    retrieves nothing (it scores 0, counted), self-matches removed, then ``k`` evaluated. Returns the
+    evaluation and the run it scored."""
+    depth = retrieval_depth(dataset, k)
+    scores, indices = scores[:, :depth].copy(), indices[:, :depth]
+    empty = [i for i, text in enumerate(dataset.queries) if not text.strip()]
+    scores[empty] = -np.inf
+    run = exact.to_run(dataset.query_ids, dataset.doc_ids, scores, indices)
+    return evaluate(dataset.qrels, run, top_k=k, empty_queries=empty_queries, metrics=metrics), run

@@ -303,11 +303,8 @@ class FDEStage(Stage):
 
 
 class MaxSimReranker:
-    """Rescore the top ``depth`` of a first stage by exact maxsim.
-
-    The first stage's tail is kept: the top ``depth`` are re-ordered by maxsim, the rest follow in
-    first-stage order (their scores shifted below the reranked ones), so recall@1000 still sees them.
-    """
+    """Rescore the top ``depth`` of a first stage by exact maxsim, keeping its tail
+    (:func:`harness.retrieval.maxsim.rerank_top`), so recall@1000 still sees it."""
 
     def __init__(self, tokens: ColBERTTokens, depth: int):
         self.tokens = tokens
@@ -322,27 +319,8 @@ class MaxSimReranker:
     def rerank(self, dataset, scores, indices, log):
         docs = self.tokens.documents(dataset, log)
         queries = self.tokens.queries(dataset, log)
-        depth = min(self.depth, indices.shape[1])
-        head = indices[:, :depth]
         with log.step("rerank_seconds"):
-            head_scores = maxsim.rerank(queries, docs, head).astype(np.float32)
-            retrieved = np.isfinite(scores[:, :depth])
-            head_scores[~retrieved] = -np.inf
-            ranks = exact.tie_ranks(dataset.doc_ids)
-            order = np.lexsort((ranks[head], -head_scores), axis=-1)
-            head = np.take_along_axis(head, order, axis=1)
-            head_scores = np.take_along_axis(head_scores, order, axis=1)
-            tail_scores = scores[:, depth:].astype(np.float64)
-            if tail_scores.size:  # shift the tail below every reranked score, keeping its order
-                finite = np.isfinite(tail_scores)
-                floor = np.where(np.isfinite(head_scores), head_scores, np.inf).min(axis=1, keepdims=True)
-                top = np.where(finite, tail_scores, -np.inf).max(axis=1, keepdims=True)
-                shift = np.where(np.isfinite(floor) & np.isfinite(top), floor - top - 1.0, 0.0)
-                tail_scores = np.where(finite, tail_scores + shift, -np.inf)
-            return (
-                np.concatenate([head_scores, tail_scores.astype(np.float32)], axis=1),
-                np.concatenate([head, indices[:, depth:]], axis=1),
-            )
+            return maxsim.rerank_top(queries, docs, scores, indices, self.depth, exact.tie_ranks(dataset.doc_ids))
 
 
 
