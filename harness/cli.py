@@ -7,199 +7,25 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
-from harness.engine import add_engine_arguments, engine_from_args
+from harness.conditions import CONDITIONS
 from harness.errors import HarnessError, error_line
+from harness.runner import DATA_DIR_HELP, REPO, RUN_DESCRIPTION, RUN_HELP, add_run_arguments, execute_run, split_names
 from harness.train import add_train_parser
 from harness.train.adapt import add_adapt_parser
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR_HELP = ("folder of BEIR datasets (default: $HARNESS_DATA_DIR, else $XDG_CACHE_HOME/harness/datasets,"
-                 " i.e. ~/.cache/harness/datasets, with ../shared/data/beir beside the checkout as a fallback)")
-
 
 def _add_run_parser(sub) -> None:
-    p = sub.add_parser(
-        "run",
-        help="evaluate a model on BEIR datasets and store the results",
-        description="Index each dataset with the chosen method, search its test queries exactly, evaluate with"
-        " pytrec_eval and write results/<condition>/<dataset>.json with full provenance.",
-    )
-    p.add_argument("--model", required=True, help="bm25, minilm, pico, muvera-pico, colbert-pico, colbert:PATH,"
-                   " muvera:PATH, a sentence-transformers folder, or a Hugging Face hub id owner/name (the hub is"
-                   " offline by default, HF_HUB_OFFLINE=1; set HF_HUB_OFFLINE=0 to download)")
-    p.add_argument("--datasets", required=True,
-                   help="comma-separated dataset names or folders; an official BEIR name that is not local is"
-                   " downloaded and verified; a folder of BEIR folders (cqadupstack) runs each one and stores"
-                   " their mean under the folder's name")
-    p.add_argument("--split", default=None, help="qrels split to evaluate (default: dev for msmarco, else test)")
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
-    p.add_argument("--strict", action="store_true",
-                   help="refuse judged documents that are not in the corpus (default: keep and count them, as BEIR)")
-    p.add_argument("--empty-queries", choices=("zero", "drop"), default="zero",
-                   help="a judged query with no results scores 0 (zero, default) or is left out of the mean (drop:"
-                   " BEIR's pipeline); drop is its own condition (name suffix -empty-drop)")
-    p.add_argument("--results-dir", type=Path, default=REPO / "results", help="where result JSON files go")
-    p.add_argument("--rerank", default=None, help="ColBERT model that rescores the first stage's top --rerank-depth")
-    p.add_argument("--rerank-depth", type=int, default=100, help="how many first-stage results to rerank (default 100)")
-    p.add_argument("--index", choices=("exact", "txtai"), default="exact",
-                   help="exact: built-in batched matrix product; txtai: txtai Embeddings with its exact numpy backend")
-    p.add_argument("--top-k", type=int, default=1000, help="results kept per query (default 1000, for recall@1000)")
-    p.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
-    p.add_argument("--max-length", type=int, default=None, help="override the dense model's max sequence length")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="dense encoder numerics: fp32 (reference) or int8 (dynamic quantisation: faster, slightly"
-                   " different scores, reported as its own condition)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="encoder runtime: torch (PyTorch eager) or onnx (the model exported once to ONNX, run by"
-                   " onnxruntime; fp32 gives the same numbers, int8 is its own condition)")
-    p.add_argument("--fde-mode", choices=("txtai", "paper"), default="txtai", help="MUVERA FDE variant")
-    p.add_argument("--fde-repetitions", type=int, default=20)
-    p.add_argument("--fde-hashes", type=int, default=5)
-    p.add_argument("--fde-projection", type=int, default=16)
-    p.add_argument("--fde-final-projection", type=int, default=None, help="paper mode: final random projection dims")
-    p.add_argument("--fde-seed", type=int, default=42)
-    p.add_argument("--name", default=None, help="condition name (default: derived from the settings)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="vector cache (default: $HARNESS_CACHE_DIR or ~/.cache/harness)")
-    p.add_argument("--no-cache", action="store_true", help="encode everything again; read and write no cache")
-    p.add_argument("--json", action="store_true", help="print one JSON object per (condition, dataset) to stdout")
-    p.add_argument("--save-run", action="store_true", help="also write the TREC run file next to each result")
-    p.add_argument("--no-save", action="store_true", help="do not write result files (print only)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own Python code to run")
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can execute code")
-    p.add_argument("--max-memory", type=float, default=None,
-                   help="memory budget in GiB for vectors and scores: full maxsim scoring, and dense/FDE search"
-                   " chunk by chunk")
-    add_engine_arguments(p)
-    p.add_argument("--profile", choices=("beir", "txtai-benchmark"), default="beir",
-                   help="beir: BEIR's conventions (exact search, all metrics); txtai-benchmark: txtai's"
-                   " examples/benchmarks.py run through txtai (its Embeddings/faiss or BM25 scoring, text joining,"
-                   " query handling and evaluation at 10), stored as its own condition")
-    p.add_argument("--txtai-config", type=Path, default=None,
-                   help="txtai-benchmark: YAML file whose embeddings/scoring sections replace benchmarks.py's defaults")
+    p = add_run_arguments(sub.add_parser("run", help=RUN_HELP, description=RUN_DESCRIPTION))
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args) -> int:
     execute_run(args)
     return 0
-
-
-def execute_run(args) -> list[dict]:
-    """Run one condition over the requested datasets; returns the results (also saved unless --no-save).
-
-    A collection (a folder of BEIR folders, e.g. CQADupStack) gives one result per subset, then
-    their mean under the collection's name (:func:`harness.results.mean_result`).
-    """
-    from transformers.utils import logging as transformers_logging
-
-    from harness.pipeline import RunOptions
-
-    transformers_logging.disable_progress_bar()  # our own bars show progress; keep stderr for errors
-    fde = {}
-    if args.model.startswith("muvera") or args.fde_mode != "txtai":
-        fde = {
-            "repetitions": args.fde_repetitions,
-            "hashes": args.fde_hashes,
-            "projection": args.fde_projection,
-            "seed": args.fde_seed,
-            "mode": args.fde_mode,
-        }
-        if args.fde_mode == "paper":
-            fde.update(fill_empty=True, final_projection=args.fde_final_projection)
-    options = RunOptions(
-        top_k=args.top_k,
-        index=args.index,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        rerank=args.rerank,
-        rerank_depth=args.rerank_depth,
-        fde=fde,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-        max_memory_bytes=int(args.max_memory * 2**30) if args.max_memory else None,
-        precision=args.precision,
-        backend=args.backend,
-        name=args.name,
-        empty_queries=args.empty_queries,
-    )
-    names = _names(args.datasets)
-    if not names:
-        raise HarnessError("--datasets is empty")
-    with engine_from_args(args, options.max_memory_bytes) as options.engine:
-        options.device = options.engine.device
-        return _execute(args, options, names)
-
-
-def _execute(args, options, names: list[str]) -> list[dict]:
-    from harness.cache import VectorCache
-    from harness.data import dataset_name, default_split, load_dataset, resolve_dataset_path, subsets
-    from harness.pipeline import Condition
-    from harness.results import mean_result
-
-    cache = VectorCache(args.cache_dir, enabled=not args.no_cache)
-    if args.profile == "txtai-benchmark":
-        from harness.txtai_benchmark import TxtaiBenchmarkCondition
-
-        condition = TxtaiBenchmarkCondition(args.model, options, cache, config_file=args.txtai_config)
-    elif args.txtai_config:
-        raise HarnessError("--txtai-config needs --profile txtai-benchmark")
-    else:
-        condition = Condition(args.model, options, cache)
-    command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = []
-    for name in names:
-        split = args.split or default_split(name)
-        folder = resolve_dataset_path(name, args.data_dir)
-        parts = subsets(folder)
-        if not parts:
-            dataset = load_dataset(str(folder), split=split, strict=args.strict)
-            dataset.name = dataset_name(name)
-            results.append(_run_dataset(args, condition, dataset, command))
-            continue
-        collection = dataset_name(name)
-        done = []
-        for part in parts:
-            dataset = load_dataset(str(part), split=split, strict=args.strict)
-            dataset.name = f"{collection}/{part.name}"
-            done.append(_run_dataset(args, condition, dataset, command))
-        results += done
-        results.append(_report(args, condition.name, mean_result(collection, done), save_run=None))
-    return results
-
-
-def _run_dataset(args, condition, dataset, command: str) -> dict:
-    result, run = condition.run(dataset, command=command)
-    return _report(args, condition.name, result, save_run=run)
-
-
-def _report(args, condition_name: str, result: dict, save_run) -> dict:
-    """Save ``result`` (and its TREC run) unless --no-save; print its line or its JSON object."""
-    from harness.results import result_path, write_result, write_trec_run
-
-    if not args.no_save:
-        path = write_result(args.results_dir, result)
-        if args.save_run and save_run is not None:
-            write_trec_run(path.with_suffix(".trec"), save_run, tag=condition_name)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "per_query"}), flush=True)
-    else:
-        m = result["metrics"]
-        shown = " ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10") if k in m)
-        mean = f" (mean of {len(result['mean_of'])})" if result.get("mean_of") else ""
-        print(
-            f"{condition_name:<40} {result['dataset']:<10} {shown}"
-            f" queries={result['n_queries']}{mean} ({result['timing']['total_seconds']:.1f}s)"
-            + ("" if args.no_save else f" -> {result_path(args.results_dir, condition_name, result['dataset'])}"),
-            file=sys.stderr if args.json else sys.stdout,
-            flush=True,
-        )
-    return result
 
 
 def _add_data_parser(sub) -> None:
@@ -248,7 +74,7 @@ def _add_table_parser(sub) -> None:
         " one per table group named in the conditions file, and rewrite the marked block in README.md.",
     )
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
-    p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="file whose marked block is rewritten")
     p.add_argument("--print", dest="print_only", action="store_true", help="print the tables; do not touch README")
     p.add_argument("--check", action="store_true",
@@ -259,8 +85,7 @@ def _add_table_parser(sub) -> None:
 def cmd_table(args) -> int:
     from harness.report import readme_is_current, render_tables, update_readme
 
-    conditions = args.conditions or args.results_dir / "conditions.toml"
-    markdown = render_tables(args.results_dir, conditions)
+    markdown = render_tables(args.results_dir, args.conditions)
     if args.check:
         if readme_is_current(args.readme, markdown):
             print(f"the tables in {args.readme} match the stored results")
@@ -280,7 +105,7 @@ def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot ndcg@10 against bytes per document from stored results",
                        description="Write a PNG of ndcg@10 against the bytes each method stores per document.")
     p.add_argument("--results-dir", type=Path, default=REPO / "results")
-    p.add_argument("--conditions", type=Path, default=None, help="conditions file (default: results/conditions.toml)")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "ndcg_vs_bytes.png")
     p.set_defaults(func=cmd_plot)
 
@@ -288,7 +113,7 @@ def _add_plot_parser(sub) -> None:
 def cmd_plot(args) -> int:
     from harness.plot import plot
 
-    print(f"wrote {plot(args.results_dir, args.conditions or args.results_dir / 'conditions.toml', args.out)}")
+    print(f"wrote {plot(args.results_dir, args.conditions, args.out)}")
     return 0
 
 
@@ -306,7 +131,7 @@ def _add_check_parser(sub) -> None:
 
 def _add_condition_selection(p, default_only: str) -> None:
     """The options ``check`` and ``reproduce`` share: which conditions, on which datasets, from where."""
-    p.add_argument("--conditions", type=Path, default=REPO / "results" / "conditions.toml")
+    p.add_argument("--conditions", type=Path, default=CONDITIONS, help="conditions file (default: %(default)s)")
     p.add_argument("--only", default=None, help=f"comma-separated condition names ({default_only})")
     p.add_argument("--datasets", default=None, help="comma-separated datasets (default: each condition's expected)")
     p.add_argument("--data-dir", type=Path, default=None)
@@ -316,7 +141,7 @@ def _add_condition_selection(p, default_only: str) -> None:
 def cmd_check(args) -> int:
     from harness.regression import check
 
-    return check(args.conditions, only=_names(args.only), datasets=_names(args.datasets), include_slow=args.all,
+    return check(args.conditions, only=split_names(args.only), datasets=split_names(args.datasets), include_slow=args.all,
                  data_dir=args.data_dir, cache_dir=args.cache_dir)
 
 
@@ -335,12 +160,8 @@ def _add_reproduce_parser(sub) -> None:
 def cmd_reproduce(args) -> int:
     from harness.regression import reproduce
 
-    return reproduce(args.conditions, args.results_dir, only=_names(args.only), datasets=_names(args.datasets),
+    return reproduce(args.conditions, args.results_dir, only=split_names(args.only), datasets=split_names(args.datasets),
                      data_dir=args.data_dir, cache_dir=args.cache_dir)
-
-
-def _names(value: str | None) -> list[str] | None:
-    return [n.strip() for n in value.split(",") if n.strip()] if value else None
 
 
 def _add_cache_parser(sub) -> None:

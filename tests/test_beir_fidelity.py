@@ -15,7 +15,8 @@ from harness.cache import VectorCache
 from harness.data import load_dataset
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
-from harness.pipeline import Condition, RunOptions, Stage
+from harness.pipeline import Condition, RunOptions
+from harness.stages import Stage
 from harness.retrieval import exact
 
 

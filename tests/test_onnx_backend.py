@@ -23,7 +23,8 @@ from harness.errors import HarnessError
 from harness.models import berthash
 from harness.models.colbert import ColBERT
 from harness.models.dense import DenseEncoder
-from harness.pipeline import DenseEncoderAdapter, RunOptions, condition_name
+from harness.pipeline import RunOptions, condition_name
+from harness.stages import DenseEncoderAdapter
 from test_dense_speed_paths import TEXTS as SPEED_TEXTS
 from test_dense_speed_paths import tiny_model  # noqa: F401  (the same random pico, a module fixture)
 

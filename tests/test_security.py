@@ -10,7 +10,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models.weights import require_safetensors
-from harness.train.common import Checkpointer, warmup_linear
+from harness.train.loop import Checkpointer, warmup_linear
 
 
 def _st_folder(root, root_weights: str, dense_weights: str | None = None):
@@ -90,7 +90,7 @@ def test_training_reads_the_shipped_length_without_trusting_folder_code(tmp_path
     import shutil
 
     from harness.registry import models_dir
-    from harness.train.distill import shipped_length
+    from harness.train.dense_base import shipped_length
 
     folder = tmp_path / "pico"
     shutil.copytree(models_dir() / "pico", folder)

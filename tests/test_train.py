@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.train import common, data as tdata
+from harness.train import config, loop, pools, data as tdata
 from harness.train.teacher import Teacher
 
 WORDS = ("cell protein cancer diet vitamin gene brain heart risk trial dose blood fat sugar "
@@ -86,12 +86,12 @@ def test_recipe_summary_counts(tmp_path):
 def test_config_overrides(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[a]\nx = 1\ny = "s"\n[b]\nz = [1, 2]\n')
-    cfg = common.load_config(p, ["a.x=2.5", "a.y=hello", "b.z=[3]"])
+    cfg = config.load_config(p, ["a.x=2.5", "a.y=hello", "b.z=[3]"])
     assert cfg == {"a": {"x": 2.5, "y": "hello"}, "b": {"z": [3]}}
     with pytest.raises(HarnessError, match="unknown key"):
-        common.load_config(p, ["a.nope=1"])
+        config.load_config(p, ["a.nope=1"])
     with pytest.raises(HarnessError, match="not found"):
-        common.load_config(tmp_path / "missing.toml")
+        config.load_config(tmp_path / "missing.toml")
 
 
 def test_teacher_cache_and_resume(tmp_path):
@@ -124,10 +124,10 @@ def test_stage_runner_resume_is_exact(tmp_path):
     def fit(run_dir, stop_at=None, resume=False):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
-        ckpt = common.Checkpointer(run_dir, resume)
+        ckpt = loop.Checkpointer(run_dir, resume)
         if ckpt.resumed:
             model.load_state_dict(ckpt.state["model"])
-        from harness.train.distill import StageRunner
+        from harness.train.loop import StageRunner
 
         runner = StageRunner(ckpt, model, cfg, seed=3, timer_start=0.0)
 
@@ -153,51 +153,51 @@ def test_candidates_and_kl():
     rng = np.random.default_rng(0)
     td = fake_encoder([f"doc {i} {WORDS[i % 20]}" for i in range(30)])
     tq = fake_encoder([f"q {WORDS[i]}" for i in range(5)])
-    pool = common.Pool("p", ["d"] * 30, ["q"] * 5, td, tq, np.zeros((5, 0), np.int64),
+    pool = pools.Pool("p", ["d"] * 30, ["q"] * 5, td, tq, np.zeros((5, 0), np.int64),
                        [(3,), (), (1, 2), (4,), (0,)], ["query"] * 5)
-    pool.topk = topk = common.teacher_topk(pool, 8)
+    pool.topk = topk = pools.teacher_topk(pool, 8)
     sc = tq @ td.T
     assert np.all(np.diff(np.take_along_axis(sc, topk, 1), axis=1) <= 1e-6)
-    cands = common.sample_candidates(pool, np.arange(5), 6, rng, hard_from=8, n_random=1)
+    cands = pools.sample_candidates(pool, np.arange(5), 6, rng, hard_from=8, n_random=1)
     assert all(len(c) == 6 == len(set(c)) for c in cands)
     assert cands[0][0] == 3 and cands[2][0] in (1, 2)
     t = torch.randn(4, 7)
-    assert common.kl_teacher_student(t, t).abs() < 1e-6
-    assert common.kl_teacher_student(torch.zeros(4, 7), t) > 0
+    assert loop.kl_teacher_student(t, t).abs() < 1e-6
+    assert loop.kl_teacher_student(torch.zeros(4, 7), t) > 0
 
 
 def test_hybrid_teacher_adds_normalised_bm25():
     docs = ["vitamin d and bone health", "sugar intake and heart risk", "a trial of insulin dose",
             "vitamin c in the diet"]
     queries = ["vitamin bone", "heart sugar risk", "nothing matches here"]
-    lex = common.normalised_bm25(queries, docs)
+    lex = pools.normalised_bm25(queries, docs)
     assert lex.shape == (3, 4) and np.allclose(lex.max(1), [1, 1, 0])  # per-query max is 1; no match = 0
     assert lex[0].argmax() == 0 and lex[1].argmax() == 1 and lex[0, 3] > 0 and lex[0, 1] == 0
     td, tq = fake_encoder(docs), fake_encoder(queries)
-    pool = common.Pool("p", docs, queries, td, tq, np.zeros((3, 0), np.int64), [()] * 3, ["query"] * 3,
+    pool = pools.Pool("p", docs, queries, td, tq, np.zeros((3, 0), np.int64), [()] * 3, ["query"] * 3,
                        lex, 0.5)
     qidx, didx = np.array([2, 0]), np.array([3, 0, 1])
     np.testing.assert_allclose(pool.teacher_scores(qidx, didx),
                                tq[qidx] @ td[didx].T + 0.5 * lex[np.ix_(qidx, didx)], rtol=1e-6)
     hybrid = pool.teacher_scores(np.arange(3), np.arange(4))
-    np.testing.assert_allclose(np.take_along_axis(hybrid, common.teacher_topk(pool, 4), 1), -np.sort(-hybrid, 1))
+    np.testing.assert_allclose(np.take_along_axis(hybrid, pools.teacher_topk(pool, 4), 1), -np.sort(-hybrid, 1))
 
 
 def test_label_teacher_adds_known_positives(tmp_path):
-    from harness.train.distill import load_pools
+    from harness.train.pools import load_pools
 
-    labels = common.relevance_labels([(2,), (), (0, 3)], 4)
+    labels = pools.relevance_labels([(2,), (), (0, 3)], 4)
     np.testing.assert_array_equal(labels.toarray(), [[0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]])
     docs = [f"doc {w}" for w in WORDS[:4]]
     td, tq = fake_encoder(docs), fake_encoder(["q a", "q b", "q c"])
-    pool = common.Pool("p", docs, ["q a", "q b", "q c"], td, tq, np.zeros((3, 0), np.int64),
+    pool = pools.Pool("p", docs, ["q a", "q b", "q c"], td, tq, np.zeros((3, 0), np.int64),
                        [(2,), (), (0, 3)], ["query"] * 3, labels=labels, label_weight=0.5)
     qidx, didx = np.array([2, 0]), np.array([3, 0, 2])
     np.testing.assert_allclose(pool.teacher_scores(qidx, didx),
                                tq[qidx] @ td[didx].T + 0.5 * np.array([[1, 1, 0], [0, 0, 1]]), rtol=1e-6)
     # from a config: every known positive (judged train query, pseudo-query source) is lifted by the weight
     make_beir(tmp_path)
-    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
+    cfg = config.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
     teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
     (plain,), _ = load_pools(cfg, teacher)
     cfg["teacher"]["label_weight"] = 2.0
@@ -213,11 +213,11 @@ def test_label_teacher_adds_known_positives(tmp_path):
 
 
 def test_holdout_split_leaves_its_queries_out(tmp_path):
-    from harness.train.distill import load_pools
+    from harness.train.pools import load_pools
 
     folder = make_beir(tmp_path)
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq4\td4\t1\n")
-    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
+    cfg = config.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tmp_path))
     teacher = Teacher(cache_dir=tmp_path / "cache", encoder=fake_encoder)
     (full,), _ = load_pools(cfg, teacher)
     cfg["data"]["holdout_splits"] = ["dev"]
@@ -232,7 +232,7 @@ def test_holdout_split_leaves_its_queries_out(tmp_path):
 
 
 def test_loss_plot(tmp_path):
-    common.plot_losses({"a": [(i, 1.0 / (i + 1)) for i in range(40)], "b": [(0, 1.0), (10, 0.5)]},
+    loop.plot_losses({"a": [(i, 1.0 / (i + 1)) for i in range(40)], "b": [(0, 1.0), (10, 0.5)]},
                        tmp_path / "loss.png", "t")
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
@@ -257,12 +257,12 @@ def tiny_colbert_overrides(tmp_path: Path, data_root: Path, init: Path, steps: i
 @pytest.fixture(scope="module")
 def tiny_dense(tmp_path_factory):
     """A dense pico trained for a few steps on the synthetic dataset (shared by the tests below)."""
-    from harness.train.distill import train_dense
+    from harness.train.dense_kd import train_dense
 
     tmp_path = tmp_path_factory.mktemp("dense")
     root = tmp_path / "beir"
     make_beir(root)
-    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, root) + [
+    cfg = config.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, root) + [
         "mlm.steps=2", "mlm.batch=4", "embed.steps=3", "embed.batch_docs=4", "embed.batch_queries=4",
         "kl.steps=3", "kl.batch_queries=3", "kl.candidates=4", "kl.hard_from=6",
         "eval.after_embed=false", "eval.after_kl=false"])
@@ -275,7 +275,7 @@ def tiny_dense(tmp_path_factory):
 def test_train_dense_tiny(tiny_dense):
     from sentence_transformers import SentenceTransformer
 
-    from harness.train.distill import train_dense
+    from harness.train.dense_kd import train_dense
 
     out, info = tiny_dense["out"], tiny_dense["info"]
     assert info["steps"] == {"mlm": 2, "embed": 3, "kl": 3}
@@ -293,28 +293,28 @@ def test_train_dense_tiny(tiny_dense):
                         out_dir=tiny_dense["tmp"] / "pico2")
     assert info2["history"] == info["history"]
     # ... but not under other settings: the checkpoint belongs to another recipe
-    changed = common.apply_overrides(tiny_dense["cfg"], ["kl.lr=0.5"])
+    changed = config.apply_overrides(tiny_dense["cfg"], ["kl.lr=0.5"])
     with pytest.raises(HarnessError, match=r"cannot resume.*kl\.lr"):
         train_dense(changed, resume=True, teacher=tiny_dense["teacher"], out_dir=tiny_dense["tmp"] / "pico3")
 
 
 def test_trained_length_is_the_longest_input_a_stage_with_steps_read(tmp_path):
-    from harness.train.distill import trained_length
+    from harness.train.dense_kd import trained_length
 
-    cfg = common.load_config(CONFIGS / "pico-adapted.toml", ["mlm.steps=0", "mlm.max_len=512", "embed.doc_max_len=96",
+    cfg = config.load_config(CONFIGS / "pico-adapted.toml", ["mlm.steps=0", "mlm.max_len=512", "embed.doc_max_len=96",
                                                      "embed.query_max_len=48", "kl.doc_max_len=64"])
     assert trained_length(cfg) == 96  # the MLM stage would read 512 tokens, but it has no steps
-    cfg = common.apply_overrides(cfg, ["embed.steps=0"])
+    cfg = config.apply_overrides(cfg, ["embed.steps=0"])
     assert trained_length(cfg) == 64
-    cfg = common.apply_overrides(cfg, ["mlm.steps=10"])
+    cfg = config.apply_overrides(cfg, ["mlm.steps=10"])
     assert trained_length(cfg) == 512
 
 
 def test_dense_continues_from_a_trained_folder(tiny_dense, tmp_path):
     from harness.models.berthash import load_berthash
-    from harness.train.distill import train_dense
+    from harness.train.dense_kd import train_dense
 
-    cfg = common.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
+    cfg = config.load_config(CONFIGS / "pico-adapted.toml", tiny_overrides(tmp_path, tiny_dense["root"]) + [
         f"init.from={json.dumps(str(tiny_dense['out']))}", "mlm.steps=0", "embed.steps=0", "kl.steps=0",
         "eval.after_embed=false", "eval.after_kl=false"])
     train_dense(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / "again")
@@ -328,7 +328,7 @@ def test_train_colbert_tiny(tiny_dense, tmp_path):
     from harness.models.colbert import ColBERT
     from harness.train.colbert_kd import train_colbert
 
-    cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
+    cfg = config.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
         "kd.fde_weight=1.0", "kd.fde_teacher_scale=20.0", "kd.teacher_scale_end=10.0",
         "teacher.bm25_weight=0.5"])
     out = tmp_path / "colbert"
@@ -378,12 +378,12 @@ def test_self_check_scores_fdes_by_inner_product_and_by_cosine(small_beir):
 def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
     """``[average]``: each member trains as its own run; the shipped weights are the weighted mean."""
     from harness.models.colbert import ColBERT
-    from harness.train.soup import train_colbert_average
+    from harness.train.average import train_colbert_average
 
     overrides = tiny_colbert_overrides(tmp_path, tiny_dense["root"], tiny_dense["out"], 3) + [
         'average.members=[[], ["kd.teacher_scale=5.0", "kd.lr=0.01"]]', "average.weights=[0.25, 0.75]",
         f"run.out={json.dumps(str(tmp_path / 'soup'))}"]
-    cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides)
+    cfg = config.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides)
     info = train_colbert_average(cfg, teacher=tiny_dense["teacher"])
     run = tmp_path / "run"
     a, b, soup = (ColBERT.load(p).encoder.state_dict() for p in (run / "member-0" / "model", run / "member-1" / "model", tmp_path / "soup"))
@@ -396,7 +396,7 @@ def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
     # the member with no overrides is exactly a plain run of the config
     from harness.train.colbert_kd import train_colbert
 
-    plain = common.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides + [
+    plain = config.load_config(CONFIGS / "colbert-pico-adapted.toml", overrides + [
         f"run.run_dir={json.dumps(str(tmp_path / 'plain-run'))}", "average.members=[]", "average.weights=[]"])
     train_colbert(plain, teacher=tiny_dense["teacher"], out_dir=tmp_path / "plain")
     p = ColBERT.load(tmp_path / "plain").encoder.state_dict()
@@ -404,7 +404,7 @@ def test_average_of_two_kd_runs_is_their_parameter_mean(tiny_dense, tmp_path):
 
 
 def test_average_config_errors():
-    from harness.train.soup import members
+    from harness.train.average import members
 
     assert members({"average": {"members": [], "weights": []}}) == []
     with pytest.raises(HarnessError, match="one weight per member"):
@@ -426,14 +426,14 @@ def test_average_members_in_parallel_processes_equal_in_process(tiny_dense, tmp_
     weights of training them one after another here (real MiniLM teacher, tiny data)."""
     from harness.models.colbert import ColBERT
     from harness.train import teacher as teacher_module
-    from harness.train.soup import train_colbert_average
+    from harness.train.average import train_colbert_average
 
     cache = tmp_path / "train-cache"
     monkeypatch.setenv("HARNESS_TRAIN_CACHE", str(cache))  # the spawned members read it at import
     monkeypatch.setattr(teacher_module, "CACHE", cache)
     weights = {}
     for mode in ("processes", "here"):
-        cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path / mode, tiny_dense["root"], tiny_dense["out"], 2) + [
+        cfg = config.load_config(CONFIGS / "colbert-pico-adapted.toml", tiny_colbert_overrides(tmp_path / mode, tiny_dense["root"], tiny_dense["out"], 2) + [
             'average.members=[[], ["kd.teacher_scale=5.0"]]', "average.weights=[0.5, 0.5]",
             f"run.out={json.dumps(str(tmp_path / mode / 'out'))}"])
         teacher = Teacher(max_len=cfg["teacher"]["max_len"], cache_dir=cache / "teacher") if mode == "here" else None
@@ -450,7 +450,7 @@ def test_colbert_kd_continues_from_a_colbert_folder(tiny_dense, tmp_path):
     from harness.train.colbert_kd import train_colbert
 
     def run(init, out, steps):
-        cfg = common.load_config(CONFIGS / "colbert-pico-adapted.toml",
+        cfg = config.load_config(CONFIGS / "colbert-pico-adapted.toml",
                                  tiny_colbert_overrides(tmp_path / out, tiny_dense["root"], init, steps))
         train_colbert(cfg, teacher=tiny_dense["teacher"], out_dir=tmp_path / out)
         return ColBERT.load(tmp_path / out).encoder.state_dict()
@@ -467,24 +467,24 @@ def test_resume_under_other_settings_is_refused(tmp_path):
     threads and its self-check may change; checkpoints without recorded settings resume as before."""
     cfg = {"run": {"seed": 1, "out": "a", "run_dir": "r", "threads": 1}, "kd": {"steps": 10, "lr": 1e-3},
            "eval": {"split": "test"}}
-    common.Checkpointer(tmp_path, False, common.run_settings(cfg)).save(model={"w": torch.ones(1)})
+    loop.Checkpointer(tmp_path, False, config.run_settings(cfg)).save(model={"w": torch.ones(1)})
     moved = copy.deepcopy(cfg)
     moved["run"].update(out="b", run_dir="s", threads=2)
     moved["eval"]["split"] = "dev"
-    assert common.Checkpointer(tmp_path, True, common.run_settings(moved)).resumed
+    assert loop.Checkpointer(tmp_path, True, config.run_settings(moved)).resumed
     other = copy.deepcopy(cfg)
     other["kd"]["lr"] = 2e-3
     with pytest.raises(HarnessError, match=r"checkpoint\.pt: cannot resume.*kd\.lr: 0\.001 in the checkpoint, 0\.002 now"):
-        common.Checkpointer(tmp_path, True, common.run_settings(other))
-    legacy = common.Checkpointer(tmp_path / "old", False)
+        loop.Checkpointer(tmp_path, True, config.run_settings(other))
+    legacy = loop.Checkpointer(tmp_path / "old", False)
     legacy.save(model={"w": torch.ones(1)})
-    assert common.Checkpointer(tmp_path / "old", True, common.run_settings(other)).resumed
-    assert not common.Checkpointer(tmp_path, False, common.run_settings(other)).resumed  # without --resume: start over
+    assert loop.Checkpointer(tmp_path / "old", True, config.run_settings(other)).resumed
+    assert not loop.Checkpointer(tmp_path, False, config.run_settings(other)).resumed  # without --resume: start over
 
 
 def test_average_members_end_when_the_parent_is_killed(tmp_path):
     """A killed ``harness train`` (average) must not leave member processes training on: the pool's
-    initializer (harness.train.soup.exit_with_parent) ends them once their parent is gone."""
+    initializer (harness.train.average.exit_with_parent) ends them once their parent is gone."""
     import os
     import signal
     import subprocess
@@ -496,7 +496,7 @@ def test_average_members_end_when_the_parent_is_killed(tmp_path):
 import os, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from harness.train.soup import exit_with_parent
+from harness.train.average import exit_with_parent
 
 def member(path):
     open(path, "w").write(str(os.getpid()))
@@ -539,11 +539,12 @@ def test_adapt_trains_on_pseudo_queries_of_the_corpus_only(tiny_dense, tmp_path)
     """`harness adapt`: continues the general model on one corpus's documents; its training queries
     are all made from documents (no query file, no judgment), and the card says what it was adapted to."""
     from harness.train.adapt import adapt_config
-    from harness.train.distill import load_pools, train_dense
+    from harness.train.dense_kd import train_dense
+    from harness.train.pools import load_pools
 
     folder = tiny_dense["root"] / "toy"
     cfg = adapt_config(str(tiny_dense["out"]), str(folder), steps=2, out=tmp_path / "adapted", data_dir=None)
-    cfg = common.apply_overrides(cfg, [f"run.run_dir={json.dumps(str(tmp_path / 'run'))}", "kl.batch_queries=3",
+    cfg = config.apply_overrides(cfg, [f"run.run_dir={json.dumps(str(tmp_path / 'run'))}", "kl.batch_queries=3",
                                        "kl.candidates=4", "kl.hard_from=6", "data.teacher_topk=8"])
     assert cfg["init"]["from"] == str(tiny_dense["out"]) and cfg["embed"]["steps"] == 0
     pools, _ = load_pools(cfg, tiny_dense["teacher"])

@@ -222,7 +222,7 @@ def test_seed_conventions_table_and_reproduce(dataset_dir, tmp_path, capsys):
     assert run_cli(["run", "--model", "bm25", "--results-dir", str(results), *common[:2]], capsys)[0] == 0
     txtai = json.loads((results / "bm25-txtai-benchmark" / "tiny.json").read_text())["metrics"]["ndcg@10"]
     beir = json.loads((results / "bm25" / "tiny.json").read_text())["metrics"]["ndcg@10"]
-    code, out, _ = run_cli(["table", "--results-dir", str(results), "--print"], capsys)
+    code, out, _ = run_cli(["table", "--results-dir", str(results), "--conditions", str(conditions), "--print"], capsys)
     assert code == 0 and "### seed conventions" in out and "three ways" in out
     assert "| tiny seed " in out and "| tiny txtai-benchmark " in out and "other" not in out
     row = next(line for line in out.splitlines() if line.startswith("| BM25 "))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pilots for the fourth release of models/colbert-pico (2026-11-28, issue 4): a weight-space average
-# ("model soup", `[average]` in the config, harness/train/soup.py) of the sharp-teacher run (the third
+# ("model soup", `[average]` in the config, harness/train/average.py) of the sharp-teacher run (the third
 # release's settings, kd.teacher_scale 20) and the soft-teacher run (kd.teacher_scale 5). Alone, the soft
 # teacher gains maxsim but its FDEs rank badly by cosine (2026-11-28-colbert-kd-settings.sh).
 # Same protocol as that script: 800 KD steps from the SECOND release of the dense pico (commit 9ba3fad),

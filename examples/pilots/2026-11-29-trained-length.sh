@@ -23,7 +23,7 @@
 #   colbert pilot, dev held out, MUVERA txtai mode     128        0.2119
 #                                                      300        0.1881
 #
-# So the shipped length is now the trained length (harness.train.distill.trained_length;
+# So the shipped length is now the trained length (harness.train.dense_kd.trained_length;
 # colbert_kd.set_doc_len). Run from the repository root; the released models are taken from commit
 # 5d524a9 (about 15 min on 2 cores).
 set -euo pipefail

@@ -12,6 +12,8 @@ tokens, and reduced per document with ``np.maximum.reduceat`` at the documents' 
 Python loop per candidate, no padded copy, and a working set of one query's candidates (a few MB),
 so peak memory is the cached token vectors plus that.
 
+``rerank_top`` re-orders the top of a first stage's ranking by ``rerank`` and keeps its tail.
+
 ``search`` scores every document: (scores (n_queries, k) float32, indices (n_queries, k) int64),
 k capped at the number of documents, best first. Documents are visited in length order (so a
 chunk pads little) in chunks sized from ``memory_budget_bytes``; chunk scores are buffered and
@@ -67,6 +69,34 @@ def rerank(query_tokens: list[np.ndarray], doc_tokens: list[np.ndarray], candida
         starts = np.concatenate(([0], np.cumsum(lengths[docs])[:-1]))
         out[row, columns] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1, dtype=np.float32)
     return out
+
+
+def rerank_top(query_tokens: list[np.ndarray], doc_tokens: list[np.ndarray], scores: np.ndarray,
+               indices: np.ndarray, depth: int, tie_ranks: np.ndarray, score=None) -> tuple[np.ndarray, np.ndarray]:
+    """A first stage's ranking (scores, doc indices (n_queries, k), best first; -inf = not retrieved)
+    with its top ``depth`` re-ordered by exact maxsim (ties by ``tie_ranks``) and the rest kept in
+    first-stage order, their scores shifted below every reranked score. Same shapes out, float32.
+    ``score(query_tokens, doc_tokens, candidates)`` computes the maxsim scores (default :func:`rerank`;
+    an engine's ``rerank`` runs it elsewhere)."""
+    depth = min(depth, indices.shape[1])
+    head = indices[:, :depth]
+    head_scores = (score or rerank)(query_tokens, doc_tokens, head).astype(np.float32)
+    retrieved = np.isfinite(scores[:, :depth])
+    head_scores[~retrieved] = -np.inf
+    order = np.lexsort((tie_ranks[head], -head_scores), axis=-1)
+    head = np.take_along_axis(head, order, axis=1)
+    head_scores = np.take_along_axis(head_scores, order, axis=1)
+    tail_scores = scores[:, depth:].astype(np.float64)
+    if tail_scores.size:  # shift the tail below every reranked score, keeping its order
+        finite = np.isfinite(tail_scores)
+        floor = np.where(np.isfinite(head_scores), head_scores, np.inf).min(axis=1, keepdims=True)
+        top = np.where(finite, tail_scores, -np.inf).max(axis=1, keepdims=True)
+        shift = np.where(np.isfinite(floor) & np.isfinite(top), floor - top - 1.0, 0.0)
+        tail_scores = np.where(finite, tail_scores + shift, -np.inf)
+    return (
+        np.concatenate([head_scores, tail_scores.astype(np.float32)], axis=1),
+        np.concatenate([head, indices[:, depth:]], axis=1),
+    )
 
 
 def search(

@@ -1,4 +1,4 @@
-"""``python -m harness train``: train the tiny students of issue 4 (``pico`` dense, ``colbert-pico``).
+"""``python -m harness train``: train the tiny students (``pico`` dense, ``colbert-pico``).
 
 CLI wiring (for the CLI owner), either::
 
@@ -40,7 +40,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def train_from_config(config: str | Path, overrides: list[str] | None = None, resume: bool = False,
                       out: str | Path | None = None) -> dict:
-    from harness.train.common import load_config
+    from harness.train.config import load_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,12 +49,12 @@ def train_from_config(config: str | Path, overrides: list[str] | None = None, re
         cfg["run"]["out"] = str(out)
     kind = cfg["run"]["kind"]
     if kind == "dense":
-        from harness.train.distill import train_dense
+        from harness.train.dense_kd import train_dense
 
         return train_dense(cfg, resume=resume)
     if kind == "colbert":
         from harness.train.colbert_kd import train_colbert
-        from harness.train.soup import members, train_colbert_average
+        from harness.train.average import members, train_colbert_average
 
         return train_colbert_average(cfg, resume=resume) if members(cfg) else train_colbert(cfg, resume=resume)
     from harness.errors import HarnessError

@@ -26,14 +26,14 @@ def adapt_config(model: str, dataset: str, steps: int, out: Path | None, data_di
     """The training config of one adaptation run (dense or ColBERT by the model's kind)."""
     from harness.data import resolve_dataset_path
     from harness.registry import resolve
-    from harness.train.common import load_config
+    from harness.train.config import load_config
 
     spec, path = resolve(model)
-    if spec.kind not in ("dense", "colbert", "muvera") or path is None or not Path(path).is_dir():
+    if spec.model_kind.training is None or path is None or not Path(path).is_dir():
         raise HarnessError(f"adapt: --model must be a local pico or ColBERT pico model, not {model!r}")
     folder = resolve_dataset_path(dataset, data_dir)
     name = folder.name
-    colbert = spec.kind in ("colbert", "muvera")
+    colbert = spec.model_kind.training == "colbert"
     cfg = load_config(CONFIGS / ("colbert-pico.toml" if colbert else "pico.toml"))
     base = spec.name if spec.name in ("pico", "colbert-pico") else Path(path).name
     target = Path(out) if out else Path("models") / "adapted" / f"{base}-{name}"
@@ -95,7 +95,7 @@ def run_adapt_args(args: argparse.Namespace) -> int:
 
         train_colbert(cfg, resume=args.resume)
     else:
-        from harness.train.distill import train_dense
+        from harness.train.dense_kd import train_dense
 
         train_dense(cfg, resume=args.resume)
     print(f"wrote {cfg['run']['out']}")

@@ -49,7 +49,7 @@ def _source_hashes(cfg: dict) -> list[str]:
     if not cfg["data"].get("sources"):
         return []
     from harness.models.weights import file_sha256
-    from harness.train.common import data_root
+    from harness.train.config import data_root
     from harness.train.sources import Source, source_files
 
     out = ["", "| training file | bytes | sha256 |", "| --- | --- | --- |"]
@@ -166,7 +166,7 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
 def rewrite_card(folder: str | Path, config: str | Path, overrides: list[str] | None = None) -> None:
     """Re-render README.md of a trained folder from its training_info.json and a (possibly
     edited) config, e.g. after changing only the card text. Weights are not touched."""
-    from harness.train.common import load_config
+    from harness.train.config import load_config
 
     folder = Path(folder)
     info = json.loads((folder / "training_info.json").read_text())

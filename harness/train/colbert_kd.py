@@ -3,8 +3,8 @@ bias-free 80 -> 80 Dense) trained by knowledge distillation on UN-normalised tea
 KL(softmax(teacher_scale * teacher cosine) || softmax(student_scale * raw maxsim)) over each
 query's candidate list scored against all candidates of the batch (in-batch). No min-max
 normalisation of either score set (NeuML's cards: keeps the model usable under MUVERA).
-Options tried in pilots and left off (model card): a teacher-scale schedule (``kd.teacher_scale_end``)
-and an FDE-aware KL term (``kd.fde_weight``, with its own target scale ``kd.fde_teacher_scale``).
+Optional, off by default: a teacher-scale schedule (``kd.teacher_scale_end``) and an FDE-aware KL
+term (``kd.fde_weight``, with its own target scale ``kd.fde_teacher_scale``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train.common import Checkpointer, candidate_batcher, eval_root, kl_teacher_student, plot_losses, run_settings, seed_everything
-from harness.train.distill import StageRunner, _swap_in, load_dense_base, load_pools
+from harness.train.config import eval_root, run_settings
+from harness.train.dense_base import load_dense_base, shipped_length
+from harness.train.loop import Checkpointer, StageRunner, kl_teacher_student, plot_losses, seed_everything, swap_in
+from harness.train.pools import candidate_batcher, load_pools
 from harness.train.teacher import Teacher
 
 
@@ -132,8 +134,7 @@ def teacher_scale(kc: dict, step: int) -> float:
 def set_doc_len(model, n: int) -> None:
     """Train and ship with documents cut to ``n`` tokens (``kd.doc_max_len``, the teacher's 128).
     Position embeddings past the trained length keep their random initial values, so the shipped
-    model must not read further: at 300 tokens the released model lost 0.028 of maxsim ndcg@10 on
-    nfcorpus dev (``examples/pilots/2026-11-29-trained-length.sh``)."""
+    model must not read further (``examples/pilots/2026-11-29-trained-length.sh`` measures it)."""
     model.document_length = n
 
 
@@ -166,7 +167,6 @@ def _dense_encoder(folder: str | None):
     if not folder:
         return None
     from harness.models.berthash import embed, tokenizer_dir
-    from harness.train.distill import shipped_length
 
     dense, length = load_dense_base(folder), shipped_length(folder)
     return lambda texts, kind: embed(dense, tokenizer_dir(), texts, max_length=length)
@@ -198,4 +198,4 @@ def save_colbert(model, out: Path, info: dict, cfg: dict) -> None:
         (tmp / f).unlink(missing_ok=True)
     plot_losses(info["history"], tmp / "loss_curve.png", f"{out.name}: training loss")
     write_card(tmp, info, cfg)
-    _swap_in(tmp, out)
+    swap_in(tmp, out)

@@ -1,4 +1,4 @@
-"""Training-data recipe for the pico students (issue 4).
+"""Training-data recipe for the pico students.
 
 Only these sources are used:
 
@@ -6,21 +6,22 @@ Only these sources are used:
 * their TRAIN/DEV queries, i.e. query ids that appear in ``qrels/train.tsv`` / ``qrels/dev.tsv``,
 * pseudo-queries derived from the documents (the title, a sentence of the abstract).
 
-Test queries (any id in ``qrels/test.tsv``) and test judgments are never read into the training
-set: :func:`load_split_queries` drops them explicitly and :func:`assert_no_test_leak` checks it.
+The files are read by the harness's own BEIR loader (:mod:`harness.data`: the same checks, file:line
+errors and file preference as an evaluation run); this module adds only the leak guard. Test queries
+(any id in ``qrels/test.tsv``) and test judgments are never read into the training set:
+:func:`load_split_queries` drops them explicitly and :func:`assert_no_test_leak` checks it.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.data import TITLE_SEPARATOR, read_corpus, read_qrels, read_queries
 from harness.errors import HarnessError
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
@@ -50,57 +51,34 @@ class Dataset:
 
     @property
     def docs(self) -> list[str]:
-        """Document strings as the retrieval harness encodes them: ``title + " " + text``."""
-        return [(t + " " + x).strip() for t, x in zip(self.doc_titles, self.doc_texts)]
+        """Document strings as the retrieval harness encodes them (:meth:`harness.data.Dataset.doc_texts`)."""
+        return [(t + TITLE_SEPARATOR + x).strip() for t, x in zip(self.doc_titles, self.doc_texts)]
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def split_query_ids(folder: Path, split: str, doc_ids: set[str]) -> frozenset[str]:
+    """The query ids judged in ``qrels/<split>.tsv``; empty when the dataset has no such split."""
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        return frozenset()
+    return frozenset(read_qrels(folder, split, doc_ids)[0])
 
 
-def _find(folder: Path, stem: str) -> Path:
-    for name in (stem + ".jsonl.gz", stem + ".jsonl"):
-        if (folder / name).exists():
-            return folder / name
-    raise HarnessError(f"{folder}: no {stem}.jsonl(.gz) found; expected a BEIR dataset folder")
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        header = f.readline()
-        if not header.lower().startswith("query-id"):
-            raise HarnessError(f"{path}:1: expected header 'query-id\\tcorpus-id\\tscore'")
-        for lineno, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3:
-                raise HarnessError(f"{path}:{lineno}: expected 3 tab-separated fields")
-            out.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return out
-
-
-def load_split_queries(folder: Path, splits=("train", "dev")):
-    """Return (query ids, texts, qrels) of the given splits, with every test query id removed."""
-    qdir = folder / "qrels"
-    test_path = qdir / "test.tsv"
-    test_ids = frozenset(read_qrels(test_path)) if test_path.exists() else frozenset()
+def load_split_queries(folder: Path, splits=("train", "dev"), doc_ids: set[str] | None = None):
+    """Return (query ids, texts, qrels, test query ids) of the given splits, with every test query
+    removed: by id, and by text (:func:`normalise_query`). ``doc_ids``: the corpus's (read when not given)."""
     if "test" in splits:
         raise HarnessError("training may not use the test split")
+    folder = Path(folder)
+    if doc_ids is None:
+        doc_ids = set(read_corpus(folder)[0])
+    test_ids = split_query_ids(folder, "test", doc_ids)
     qrels: dict[str, dict[str, int]] = {}
     for split in splits:
-        p = qdir / f"{split}.tsv"
-        if p.exists():
-            for qid, rel in read_qrels(p).items():
+        if (folder / "qrels" / f"{split}.tsv").is_file():
+            for qid, rel in read_qrels(folder, split, doc_ids)[0].items():
                 if qid in test_ids:  # a query id shared with test is dropped, judgments and all
                     continue
                 qrels.setdefault(qid, {}).update(rel)
-    rows = []
-    with _open_text(_find(folder, "queries")) as f:
-        for line in f:
-            row = json.loads(line)
-            rows.append((str(row["_id"]), row.get("text") or ""))
+    rows = list(read_queries(folder)[0].items())
     # A train/dev query whose text equals a test query's (other id, same words) is a leak too.
     test_texts = {normalise_query(t) for q, t in rows if q in test_ids}
     ids, texts = [], []
@@ -117,14 +95,8 @@ def load_dataset(folder: str | Path, splits=("train", "dev")) -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: dataset folder not found")
-    ids, titles, texts = [], [], []
-    with _open_text(_find(folder, "corpus")) as f:
-        for line in f:
-            row = json.loads(line)
-            ids.append(str(row["_id"]))
-            titles.append(row.get("title") or "")
-            texts.append(row.get("text") or "")
-    qids, qtexts, qrels, test_ids = load_split_queries(folder, splits)
+    ids, titles, texts, _ = read_corpus(folder)
+    qids, qtexts, qrels, test_ids = load_split_queries(folder, splits, set(ids))
     ds = Dataset(folder.name, ids, titles, texts, qids, qtexts, qrels, test_ids)
     assert_no_test_leak(ds)
     return ds

@@ -54,7 +54,7 @@ class Teacher:
     def _encode_raw(self, texts: list[str]) -> np.ndarray:
         if self._model is None and self.backend != "torch":
             from harness.models.dense import DenseEncoder
-            from harness.pipeline import l2_normalise
+            from harness.stages import l2_normalise
 
             dense = DenseEncoder("teacher", str(self.path), batch_size=self.batch_size, max_length=self.max_len,
                                  backend=self.backend, graph_dir=self.cache_dir)

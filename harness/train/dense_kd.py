@@ -8,7 +8,6 @@ pure function of (seed, stage, step)).
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from pathlib import Path
@@ -19,109 +18,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.train import data as tdata
-from harness.train.common import (
+from harness.train.config import eval_root, run_settings
+from harness.train.dense_base import load_dense_base
+from harness.train.loop import (
     Checkpointer,
-    beir_root,
-    candidate_batcher,
-    data_root,
-    eval_root,
-    Pool,
+    StageRunner,
     kl_teacher_student,
-    normalised_bm25,
     plot_losses,
-    relevance_labels,
-    run_settings,
     seed_everything,
-    step_rng,
-    teacher_topk,
-    warmup_linear,
+    swap_in,
 )
+from harness.train.pools import candidate_batcher, load_pools
 from harness.train.teacher import Teacher, teacher_path
-
-# ----------------------------------------------------------------------------- data
-
-
-def training_datasets(cfg: dict) -> tuple[list[tdata.Dataset], dict]:
-    """The config's training collections as datasets, and what the contamination guard dropped.
-
-    ``data.sources`` (general text, :mod:`harness.train.sources`) gives corpus shards;
-    otherwise ``data.datasets`` names BEIR folders under ``data.root`` whose train/dev queries
-    are used (the corpus-adapted recipe)."""
-    from harness.train import sources as tsources
-
-    dcfg = cfg["data"]
-    if not dcfg.get("sources"):
-        return [tdata.load_dataset(data_root(cfg) / n) for n in dcfg["datasets"]], {}
-    excluded = tsources.excluded_queries([beir_root(cfg) / n for n in dcfg.get("exclude_queries_of", [])])
-    out, dropped = [], {}
-    for entry in dcfg["sources"]:
-        src = tsources.Source.from_config(entry, data_root(cfg))
-        shards, dropped[src.name] = tsources.load_source(src, excluded)
-        out += shards
-    return out, {"excluded_query_sets": list(dcfg.get("exclude_queries_of", [])),
-                 "excluded_texts": len(excluded), "training_queries_dropped": dropped}
-
-
-def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:
-    """Datasets -> teacher-embedded pools (docs + train/dev/pseudo queries), plus the recipe summary.
-
-    ``data.holdout_splits`` (e.g. ``["dev"]``) leaves those splits' real queries out of training,
-    for pilot runs scored on them; ``teacher.bm25_weight`` > 0 adds normalised BM25 to the teacher
-    score and ``teacher.label_weight`` > 0 the known relevance of training pairs (see
-    :class:`harness.train.common.Pool`)."""
-    dcfg = cfg["data"]
-    root = data_root(cfg)
-    bm25_weight = float(cfg["teacher"].get("bm25_weight", 0.0))
-    label_weight = float(cfg["teacher"].get("label_weight", 0.0))
-    guard = {}
-    if datasets is None:
-        datasets, guard = training_datasets(cfg)
-    pools, summary_ds, summary_q, found_splits = [], [], {}, set()
-    for ds in tqdm(datasets, desc="pools", unit="dataset"):
-        tdata.assert_no_test_leak(ds)
-        qs = tdata.build_queries(ds, sentences_per_doc=dcfg["sentences_per_doc"], seed=dcfg["seed"],
-                                 use_real=dcfg["use_real_queries"], use_pseudo=dcfg["use_pseudo_queries"],
-                                 title_queries=dcfg.get("title_queries", True))
-        t_q = teacher.encode([q.text for q in qs], name=f"{ds.name}-queries")  # cache key: all queries
-        t_d = teacher.encode(ds.docs, name=f"{ds.name}-docs")
-        held_out = set()
-        for split in dcfg.get("holdout_splits", []):
-            path = root / ds.name / "qrels" / f"{split}.tsv"
-            if path.exists():  # scifact has no dev split
-                held_out |= set(tdata.read_qrels(path))
-                found_splits.add(split)
-        keep = [i for i, q in enumerate(qs) if q.qid not in held_out]
-        qs, t_q = [qs[i] for i in keep], t_q[keep]
-        q_texts = [q.text for q in qs]
-        lexical = normalised_bm25(q_texts, ds.docs) if bm25_weight else None
-        labels = relevance_labels([q.positives for q in qs], len(ds.docs)) if label_weight else None
-        pool = Pool(ds.name, ds.docs, q_texts, t_d, t_q, np.zeros((len(qs), 0), dtype=np.int64),
-                    [q.positives for q in qs], [q.kind for q in qs], lexical, bm25_weight,
-                    labels, label_weight)
-        pool.topk = teacher_topk(pool, dcfg["teacher_topk"])
-        pools.append(pool)
-        summary_ds.append(ds)
-        summary_q[ds.name] = qs
-    missing = set(dcfg.get("holdout_splits", [])) - found_splits
-    if missing:
-        raise HarnessError(f"data.holdout_splits: no dataset has qrels/{sorted(missing)[0]}.tsv")
-    summary = tdata.recipe_summary(summary_ds, summary_q)
-    if guard:
-        summary["contamination_guard"] = guard
-    return pools, summary
-
-
-def load_dense_base(path: str | Path):
-    """The BertHash encoder of a trained dense pico folder (a one-line error naming the train
-    command when the folder holds none)."""
-    from harness.models.berthash import load_berthash
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise HarnessError(f"{path}: no trained dense pico here; train it first "
-                           "(python -m harness train --config harness/train/configs/pico.toml)")
-    return load_berthash(path)
 
 
 class PCA:
@@ -209,63 +117,6 @@ class DenseStudent(torch.nn.Module):
             out[idx] = self([texts[i] for i in idx], max_len).numpy()
         self.train(was)
         return out
-
-
-# ----------------------------------------------------------------------------- stage runner
-
-
-class StageRunner:
-    """Generic loop: ``step_fn(step, rng) -> loss tensor``; handles optimizer, schedule,
-    checkpoints, tqdm and loss history."""
-
-    def __init__(self, ckpt: Checkpointer, module: torch.nn.Module, cfg: dict, seed: int, timer_start: float):
-        self.ckpt, self.module, self.cfg, self.seed = ckpt, module, cfg, seed
-        self.every = int(cfg["checkpoint"]["every"])
-        self.t_start = time.time() - timer_start
-
-    def wall(self) -> float:
-        return time.time() - self.t_start
-
-    def run(self, stage: str, steps: int, lr: float, params, step_fn, warmup_frac=0.06,
-            weight_decay=0.01, log_every: int = 10, max_grad_norm: float = 1.0):
-        st = self.ckpt.state
-        if stage in st["done"] or steps <= 0:
-            return
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        sched = warmup_linear(opt, max(1, int(warmup_frac * steps)), steps)
-        start = 0
-        hist = st["history"].setdefault(stage, [])
-        if st.get("stage") == stage and st.get("optimizer") is not None:
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            start = int(st["step"])
-            if st.get("torch_rng") is not None:
-                torch.set_rng_state(st["torch_rng"])
-        self.module.train()
-        bar = tqdm(range(start, steps), desc=stage, initial=start, total=steps, dynamic_ncols=True)
-        run_loss = None
-        for step in bar:
-            rng = step_rng(self.seed, stage, step)
-            loss = step_fn(step, rng)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            sched.step()
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise HarnessError(f"stage {stage}: loss became {lv} at step {step}; lower the learning rate")
-            run_loss = lv if run_loss is None else 0.95 * run_loss + 0.05 * lv
-            if step % log_every == 0 or step == steps - 1:
-                hist.append((step, lv))
-                bar.set_postfix(loss=f"{run_loss:.4g}")
-            if (step + 1) % self.every == 0 and step + 1 < steps:
-                self.ckpt.save(stage=stage, step=step + 1, model=self.module.state_dict(),
-                               optimizer=opt.state_dict(), scheduler=sched.state_dict(), wall=self.wall())
-        st["done"].append(stage)
-        st.setdefault("stage_wall", {})[stage] = self.wall()
-        self.ckpt.save(stage=None, step=0, model=self.module.state_dict(), optimizer=None, scheduler=None,
-                       wall=self.wall())
 
 
 def _mask_tokens(input_ids: torch.Tensor, attn: torch.Tensor, tok, prob: float, gen: torch.Generator):
@@ -419,23 +270,13 @@ def trained_length(cfg: dict) -> int:
     """Tokens per text the dense pico is shipped with and self-checked at: the longest input any of
     its training stages with steps read. Position embeddings past that length never receive a
     gradient and keep their random initial values, so reading further makes the vectors worse
-    (nfcorpus dev, pilot with dev held out: 0.2342 at 128 tokens, 0.2070 at 256;
-    ``examples/pilots/2026-11-29-trained-length.sh``)."""
+    (``examples/pilots/2026-11-29-trained-length.sh`` measures it)."""
     lengths = []
     for stage, keys in (("mlm", ("max_len",)), ("embed", ("doc_max_len", "query_max_len")),
                         ("kl", ("doc_max_len", "query_max_len"))):
         if int(cfg[stage]["steps"]):
             lengths += [int(cfg[stage][k]) for k in keys]
     return max(lengths, default=int(cfg["embed"]["doc_max_len"]))
-
-
-def shipped_length(folder: str | Path) -> int:
-    """``max_seq_length`` of a sentence-transformers folder, as sentence-transformers reads it."""
-    from sentence_transformers import SentenceTransformer
-
-    from harness.models import berthash  # noqa: F401  (the harness's own bert_hash code, not the folder's)
-
-    return int(SentenceTransformer(str(folder), device="cpu").max_seq_length)
 
 
 def export_base(base):
@@ -450,18 +291,6 @@ def export_base(base):
     return clean.eval()
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by the finished folder ``tmp`` (renames; never a half-written model)."""
-    old = out.with_name(out.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_dense(student: DenseStudent, tok, out: Path, info: dict, cfg: dict) -> None:
     from harness.models.berthash import save_sentence_transformer
     from harness.train.card import write_card
@@ -474,4 +303,4 @@ def save_dense(student: DenseStudent, tok, out: Path, info: dict, cfg: dict) -> 
                               max_seq_length=trained_length(cfg))
     plot_losses(info["history"], tmp / "loss_curve.png", f"{out.name}: training loss")
     write_card(tmp, info, cfg)
-    _swap_in(tmp, out)
+    swap_in(tmp, out)

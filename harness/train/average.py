@@ -4,13 +4,9 @@ The config's ``[average]`` section lists *members*: KD runs from the same start 
 identity Dense, seed and batches) that differ only in the listed ``--set`` overrides, and one weight
 per member. Each member trains in its own process (one per CPU, so two members take the wall time of
 one) with its own run folder and checkpoints, so ``--resume`` resumes each of them; then the shipped
-weights are sum_i weight_i * member_i, parameter by parameter.
-
-Why: on colbert-pico, a softer teacher (``kd.teacher_scale`` 5) ranks better by maxsim but its FDEs
-rank worse by cosine, while the sharp teacher (20) keeps the FDEs. Runs fine-tuned from one start
-can often be averaged into a model that keeps the strengths of both. For colbert-pico this held in
-800-step dev pilots but not at the full 5,000 steps (model card), so the shipped config trains one
-run; the option rebuilds that attempt and serves the next one.
+weights are sum_i weight_i * member_i, parameter by parameter. Runs fine-tuned from one start can
+often be averaged into a model that keeps the strengths of both (what it gave for colbert-pico:
+``models/colbert-pico-adapted/README.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
-from harness.train.common import apply_overrides
+from harness.train.config import apply_overrides
 
 
 def members(cfg: dict) -> list[tuple[list[str], float]]:
@@ -80,7 +76,7 @@ def train_colbert_average(cfg: dict, resume: bool = False, teacher=None) -> dict
     from harness.models.colbert import ColBERT
     from harness.models.runtime import cpu_threads
     from harness.train.colbert_kd import quick_eval_colbert, save_colbert, train_colbert
-    from harness.train.distill import load_pools
+    from harness.train.pools import load_pools
     from harness.train.teacher import Teacher
 
     plan = members(cfg)
