@@ -80,7 +80,7 @@ def side(args) -> dict:
     from harness.engine import LocalEngine
     from harness.engine.store import CorpusFile, encode_corpus
     from harness.models.dense import DenseEncoder
-    from harness.pipeline import DenseEncoderAdapter
+    from harness.stages import DenseEncoderAdapter
     from harness.retrieval import exact
 
     corpus_path = Path(args.corpus)

@@ -136,7 +136,7 @@ def models_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pico(models_dir):
     from harness.models.dense import DenseEncoder
-    from harness.pipeline import DenseEncoderAdapter
+    from harness.stages import DenseEncoderAdapter
 
     return DenseEncoderAdapter(DenseEncoder("pico", str(models_dir / "pico")))
 
@@ -194,7 +194,7 @@ def test_fdes_go_to_disk_and_search_chunk_by_chunk(tmp_path, models_dir):
     from harness.engine.store import CorpusFile, FDEDocuments, encode_corpus
     from harness.models.colbert import ColBERT
     from harness.models.muvera import FDE, FDEConfig
-    from harness.pipeline import l2_normalise
+    from harness.stages import l2_normalise
 
     model = ColBERT.load(models_dir / "colbert-pico")
     fde = FDE(FDEConfig(), token_dim=model.token_dim)
