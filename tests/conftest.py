@@ -182,3 +182,22 @@ def run_cli(argv: Sequence[str], capsys) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A random-weight BertHash pico (sentence-transformers folder ``pico``) and a ColBERT pico
+    (``colbert-pico``, 16-d tokens) in one temporary folder, built once per test module."""
+    import torch
+
+    from harness.models import berthash
+    from harness.models.colbert import ColBERT
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    dense = berthash.BertHashModel(berthash.pico_config(), add_pooling_layer=False)
+    berthash.save_sentence_transformer(dense, berthash.tokenizer_dir(), root / "pico")
+    torch.manual_seed(1)
+    base = berthash.BertHashModel(berthash.pico_config(), add_pooling_layer=False)
+    ColBERT.new(base, token_dim=16, document_length=64, query_length=16).save(root / "colbert-pico")
+    return root

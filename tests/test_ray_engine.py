@@ -118,19 +118,6 @@ def test_reranker_reads_candidates_from_a_token_store(tmp_path):
 # Models, and the local reference
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    from harness.models import berthash
-    from harness.models.colbert import ColBERT
-
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    dense = berthash.BertHashModel(berthash.pico_config(), add_pooling_layer=False)
-    berthash.save_sentence_transformer(dense, berthash.tokenizer_dir(), root / "pico")
-    torch.manual_seed(1)
-    base = berthash.BertHashModel(berthash.pico_config(), add_pooling_layer=False)
-    ColBERT.new(base, token_dim=16, document_length=64, query_length=16).save(root / "colbert-pico")
-    return root
 
 
 @pytest.fixture(scope="module")
