@@ -20,6 +20,7 @@ import numpy as np
 from harness import registry
 from harness.cache import VectorCache
 from harness.data import TITLE_SEPARATOR, Dataset
+from harness.engine import engine_of
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, PRIMARY_METRIC, Evaluation, clean_ranking, evaluate
 from harness.retrieval import exact
@@ -48,13 +49,6 @@ class RunOptions:
     metrics: tuple[str, ...] = METRICS  # evaluated and stored, as "<name>@<cutoff>"; the primary first
     device: str = "cpu"  # torch device of the encoders ("cpu" | "cuda"), chosen by harness.engine.device
     engine: object = None  # harness.engine.LocalEngine (None) or RayEngine: where encoding and search run
-
-
-def engine_of(options: RunOptions):
-    """The engine that runs ``options``' encoding and search (:mod:`harness.engine`)."""
-    from harness.engine import LocalEngine
-
-    return options.engine or LocalEngine(options.device, options.max_memory_bytes)
 
 
 def condition_name(model: str, options: RunOptions) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.cache import VectorCache, texts_sha256
 from harness.data import TITLE_SEPARATOR, Dataset
+from harness.engine import engine_of
 from harness.retrieval import exact, maxsim
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class VectorStage(Stage):
             "dtype": "float32",
         }
         with log.step("encode_documents_seconds"):
-            docs, info = _engine(self.options).encode_in_blocks(
+            docs, info = engine_of(self.options).encode_in_blocks(
                 dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
                 desc=f"{self.encoder.name} documents",
             )
@@ -112,7 +113,7 @@ class VectorStage(Stage):
         log.cache["queries_cached"] = hit
         with log.step("search_seconds"):
             return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids),
-                                  _engine(self.options))
+                                  engine_of(self.options))
 
     def storage(self, dataset):
         p = self.provenance()
@@ -133,11 +134,6 @@ def search_vectors(index: str, queries: np.ndarray, docs: np.ndarray, k: int, ra
         return txtai_search(queries, docs, k, ranks)
     return engine.search(queries, docs, k, ranks) if engine is not None else exact.search(queries, docs, k, ranks)
 
-
-def _engine(options: RunOptions):
-    from harness.pipeline import engine_of
-
-    return engine_of(options)
 
 
 class DenseEncoderAdapter:
@@ -209,7 +205,7 @@ class ColBERTTokens:
         if self._documents is not None and self._documents[0] is dataset:
             return self._documents[1]
         with log.step("encode_documents_seconds"):
-            tokens, info = _engine(self.options).encode_in_blocks(
+            tokens, info = engine_of(self.options).encode_in_blocks(
                 dataset.doc_texts(), functools.partial(self.model.encode_documents, batch_size=self.batch_size),
                 self.cache, self.key(dataset), desc=f"{self.name} document tokens",
             )
@@ -263,7 +259,7 @@ class MaxSimStage(Stage):
         docs = self.tokens.documents(dataset, log)
         queries = self.tokens.queries(dataset, log)
         with log.step("search_seconds"):
-            return _engine(self.options).maxsim_search(queries, docs, k, self.memory, exact.tie_ranks(dataset.doc_ids))
+            return engine_of(self.options).maxsim_search(queries, docs, k, self.memory, exact.tie_ranks(dataset.doc_ids))
 
     def storage(self, dataset):
         return self.tokens.storage(dataset)
@@ -304,7 +300,7 @@ class FDEStage(Stage):
             queries = self._finish(self.fde.encode_queries(query_tokens))
         with log.step("search_seconds"):
             return search_vectors(self.options.index, queries, docs, k, exact.tie_ranks(dataset.doc_ids),
-                                  _engine(self.options))
+                                  engine_of(self.options))
 
     def storage(self, dataset):
         """One FDE per document; its token vectors are not kept."""
@@ -330,7 +326,7 @@ class MaxSimReranker:
         queries = self.tokens.queries(dataset, log)
         with log.step("rerank_seconds"):
             return maxsim.rerank_top(queries, docs, scores, indices, self.depth, exact.tie_ranks(dataset.doc_ids),
-                                     score=_engine(self.tokens.options).rerank)
+                                     score=engine_of(self.tokens.options).rerank)
 
 
 

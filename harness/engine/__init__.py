@@ -74,6 +74,12 @@ class LocalEngine:
         return maxsim.search(query_tokens, doc_tokens, k, memory_budget_bytes=memory, tie_ranks=ranks)
 
 
+def engine_of(options) -> "LocalEngine":
+    """The engine that runs a run's encoding and search: ``options.engine`` (a RayEngine, set by
+    ``harness run``), else a local engine on ``options.device`` under ``options.max_memory_bytes``."""
+    return options.engine or LocalEngine(options.device, options.max_memory_bytes)
+
+
 def add_engine_arguments(parser) -> None:
     """``--engine``, ``--ray-address``, ``--ray-workers``, ``--device`` on a ``run`` parser."""
     parser.add_argument("--engine", choices=ENGINES, default="local",
