@@ -169,53 +169,53 @@ def _find(folder: Path, stem: str) -> Path:
     raise HarnessError(f"{folder / stem}[.gz]: file not found (a BEIR dataset folder needs it)")
 
 
-def _read_bytes(path: Path) -> tuple[bytes, str]:
-    """Content (decompressed if .gz) and its sha256: comparable with BEIR's published hashes."""
-    content = path.read_bytes()
-    if path.suffix == ".gz":
+class _TextFile:
+    """The lines of a UTF-8 file (``.gz``: decompressed as a stream), read once, front to back.
+
+    Iterating yields (line number, decoded line) for the non-blank lines, a leading BOM dropped;
+    afterwards ``sha256`` is that of the whole (uncompressed) content, comparable with BEIR's
+    published hashes. Only one line is held at a time, so loading never holds the file's bytes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sha256 = ""
+
+    def __iter__(self):
+        path, digest, number = self.path, hashlib.sha256(), 0
+        opener = gzip.open if path.suffix == ".gz" else open
+        bar = tqdm(desc=f"load {path.name}", unit="line", leave=False, disable=path.stat().st_size < (1 << 24))
         try:
-            content = gzip.decompress(content)
+            with opener(path, "rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    digest.update(raw)
+                    bar.update()
+                    raw = raw[:-1] if raw.endswith(b"\n") else raw
+                    if number == 1 and raw.startswith(_BOM):
+                        raw = raw[len(_BOM) :]
+                    if not raw.strip():
+                        continue
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise HarnessError(
+                            f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                        ) from None
+                    yield number, line
         except (EOFError, OSError, zlib.error) as exc:
-            line = _gzip_break_line(content)
+            if path.suffix != ".gz":
+                raise HarnessError(f"{path}: cannot be read ({exc})") from None
+            broken = number + 1  # the lines before are whole; the data breaks off in the next
             raise HarnessError(
-                f"{path}:{line}: corrupt or truncated gzip file (the data breaks off in line {line}: {exc})"
+                f"{path}:{broken}: corrupt or truncated gzip file (the data breaks off in line {broken}: {exc})"
             ) from None
-    return content, hashlib.sha256(content).hexdigest()
-
-
-def _gzip_break_line(data: bytes, chunk: int = 1 << 16) -> int:
-    """1-based line of the decompressed text in which a broken gzip stream stops being readable."""
-    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    newlines = 0
-    try:
-        for start in range(0, len(data), chunk):
-            newlines += decoder.decompress(data[start : start + chunk]).count(b"\n")
-            if decoder.eof:
-                break
-        newlines += decoder.flush().count(b"\n")
-    except zlib.error:
-        pass
-    return newlines + 1
+        finally:
+            bar.close()
+        self.sha256 = digest.hexdigest()
 
 
 _BOM = b"\xef\xbb\xbf"
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _GRADE_MIN, _GRADE_MAX = -(2**31), 2**31 - 1
-
-
-def _lines(path: Path, content: bytes):
-    """Yield (line number, decoded line) for the non-blank lines of a UTF-8 file (a leading BOM dropped)."""
-    if content.startswith(_BOM):
-        content = content[len(_BOM) :]
-    lines = content.split(b"\n")
-    bar = tqdm(lines, desc=f"load {path.name}", unit="line", leave=False, disable=len(lines) < 10_000)
-    for number, raw in enumerate(bar, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HarnessError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
 #: What an id must not hold: whitespace (``str.isspace``), control characters (category Cc) and
@@ -237,10 +237,10 @@ def _has_lone_surrogate(value: str) -> bool:
     return False
 
 
-def _read_jsonl(path: Path, content: bytes, kind: str):
-    """Yield (line number, _id, record) with the id checked and unique."""
-    seen: dict[str, int] = {}
-    for number, line in _lines(path, content):
+def _read_jsonl(source: _TextFile, kind: str):
+    """Yield (line number, _id, record) of ``source`` with the id checked and unique."""
+    path, seen = source.path, {}
+    for number, line in source:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -286,7 +286,7 @@ def _read_jsonl(path: Path, content: bytes, kind: str):
 
 
 def _read_qrels(
-    path: Path, content: bytes, known_docs: set[str], strict: bool = True
+    source: _TextFile, known_docs: set[str], strict: bool = True
 ) -> tuple[dict[str, dict[str, int]], dict[str, int], list[int]]:
     """qrels[query][doc] = int grade; the first line each query appears on; the lines that judge a
     document absent from the corpus (kept unless ``strict``, which refuses them)."""
@@ -295,7 +295,8 @@ def _read_qrels(
     where: dict[str, int] = {}
     judged_on: dict[tuple[str, str], int] = {}
     header_seen = False
-    for number, line in _lines(path, content):
+    path = source.path
+    for number, line in source:
         columns = line.rstrip("\r").split("\t")
         if not header_seen:
             if [c.strip().lower() for c in columns[:2]] != ["query-id", "corpus-id"] or len(columns) != 3:
@@ -348,13 +349,13 @@ def read_corpus(folder: Path) -> tuple[list[str], list[str], list[str], str]:
     """(ids, titles, texts, sha256 of the uncompressed file) of ``corpus.jsonl[.gz]``, in file order,
     every record checked (module docstring); an empty corpus, or one of empty documents only, is an error."""
     corpus_path = _find(folder, "corpus.jsonl")
-    content, sha256 = _read_bytes(corpus_path)
+    source = _TextFile(corpus_path)
     doc_ids, titles, texts = [], [], []
-    for _, doc_id, record in _read_jsonl(corpus_path, content, "document"):
+    for _, doc_id, record in _read_jsonl(source, "document"):
         doc_ids.append(doc_id)
         titles.append(record["title"])
         texts.append(record["text"])
-    del content
+    sha256 = source.sha256
     if not doc_ids:
         raise HarnessError(f"{corpus_path}: the corpus is empty")
     if all(not title.strip() and not text.strip() for title, text in zip(titles, texts)):
@@ -364,17 +365,16 @@ def read_corpus(folder: Path) -> tuple[list[str], list[str], list[str], str]:
 
 def read_queries(folder: Path) -> tuple[dict[str, str], str]:
     """({query id: text} in file order, sha256 of the uncompressed file) of ``queries.jsonl[.gz]``."""
-    queries_path = _find(folder, "queries.jsonl")
-    content, sha256 = _read_bytes(queries_path)
-    return {query_id: record["text"] for _, query_id, record in _read_jsonl(queries_path, content, "query")}, sha256
+    source = _TextFile(_find(folder, "queries.jsonl"))
+    queries = {query_id: record["text"] for _, query_id, record in _read_jsonl(source, "query")}
+    return queries, source.sha256
 
 
 def read_qrels(folder: Path, split: str, doc_ids: set[str], strict: bool = False):
     """``qrels/<split>.tsv`` checked: (qrels[query][doc] = int grade, the first line of each query, the
     lines judging a document not in ``doc_ids`` (refused when ``strict``), sha256 of the file)."""
-    qrels_path = split_qrels_path(folder, split)
-    content, sha256 = _read_bytes(qrels_path)
-    return (*_read_qrels(qrels_path, content, doc_ids, strict), sha256)
+    source = _TextFile(split_qrels_path(folder, split))
+    return (*_read_qrels(source, doc_ids, strict), source.sha256)
 
 
 def load_dataset(

@@ -41,7 +41,7 @@ from txtai.ann.dense.faiss import Faiss
 
 from harness import registry
 from harness.cache import VectorCache, texts_sha256
-from harness.data import Dataset, _find, _read_bytes, _read_jsonl
+from harness.data import Dataset, _find, _read_jsonl, _TextFile
 from harness.errors import HarnessError
 from harness.evaluate import PRIMARY_METRIC, parse_metric, trec_measures
 from harness.results import build_result
@@ -89,10 +89,8 @@ def rows(dataset: Dataset) -> list[tuple[str, str, None]]:
 
 def all_queries(dataset: Dataset) -> tuple[list[str], list[str]]:
     """(ids, texts) of every query in queries.jsonl, in file order (not only the split's)."""
-    path = _find(dataset.path, "queries.jsonl")
-    content, _ = _read_bytes(path)
     ids, texts = [], []
-    for _, query_id, record in _read_jsonl(path, content, "query"):
+    for _, query_id, record in _read_jsonl(_TextFile(_find(dataset.path, "queries.jsonl")), "query"):
         ids.append(query_id)
         texts.append(record["text"])
     return ids, texts

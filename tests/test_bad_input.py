@@ -120,6 +120,22 @@ def test_truncated_gzip(tmp_path):
     assert partial.count(b"\n") + 1 == line
 
 
+def test_files_are_streamed_and_hashed_as_their_uncompressed_bytes(tmp_path):
+    """A gzipped and a plain copy of the same bytes (BOM, CRLF, blank lines, no final newline) load
+    to the same dataset, and each file's recorded sha256 is that of its uncompressed content."""
+    import hashlib
+
+    corpus = b"\xef\xbb\xbf" + _doc(0) + b"\r\n\n" + _doc(1) + b"\n" + _doc(2)
+    loaded = []
+    for gz in (True, False):
+        folder = make_beir(tmp_path / str(gz), docs=corpus, qrels=[("q0", "doc1", 1)], gz=gz)
+        loaded.append(load_dataset(str(folder), strict=True))
+    zipped, plain = loaded
+    assert zipped.doc_ids == plain.doc_ids == [DEFAULT_DOCS[i]["_id"] for i in range(3)]
+    assert (zipped.titles, zipped.texts) == (plain.titles, plain.texts)
+    assert zipped.files["corpus.jsonl.gz"] == plain.files["corpus.jsonl"] == hashlib.sha256(corpus).hexdigest()
+
+
 def test_not_gzip_at_all(tmp_path):
     folder = make_beir(tmp_path)
     (folder / QUERIES).write_bytes(b"this is plain text, not gzip\n")
