@@ -72,9 +72,12 @@ def cpu_flags() -> set[str]:
 
 
 def machine_line() -> str:
+    from harness.provenance import cpu
+
     load = os.getloadavg()
     return (
         f"machine: {cpu_model()}, {cpu_threads()} CPUs, {cpu_clock_ghz():.3f} GHz (/proc/cpuinfo), "
+        f"ISA {' '.join(cpu()['isa']) or 'unknown'}, "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, python {platform.python_version()}"
     )
 

@@ -43,7 +43,7 @@ class RunOptions:
     allow_pickle: bool = False
     max_memory_bytes: int | None = None
     precision: str = "fp32"  # "fp32" (reference numerics) | "int8" (dynamic quantisation, faster)
-    backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" (exported graph run by onnxruntime)
+    backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" / "openvino" (exported graph run by onnxruntime / OpenVINO)
     name: str | None = None
     empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
     metrics: tuple[str, ...] = METRICS  # evaluated and stored, as "<name>@<cutoff>"; the primary first

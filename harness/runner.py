@@ -50,9 +50,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="dense encoder numerics: fp32 (reference) or int8 (dynamic quantisation: faster, slightly"
                    " different scores, reported as its own condition)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="encoder runtime: torch (PyTorch eager) or onnx (the model exported once to ONNX, run by"
-                   " onnxruntime; fp32 gives the same numbers, int8 is its own condition)")
+    p.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch",
+                   help="encoder runtime: torch (PyTorch eager), onnx (the model exported once to ONNX, run by"
+                   " onnxruntime; fp32 gives the same numbers, int8 is its own condition) or openvino (the same"
+                   " graph run by OpenVINO, fp32 only; needs pip install openvino)")
     p.add_argument("--fde-mode", choices=("txtai", "paper"), default="txtai", help="MUVERA FDE variant")
     p.add_argument("--fde-repetitions", type=int, default=20)
     p.add_argument("--fde-hashes", type=int, default=5)

@@ -151,8 +151,9 @@ class DenseEncoderAdapter:
         identity = {k: p[k] for k in ("weights_sha256", "path", "max_length", "pooling", "normalized", "modules")}
         if p["precision"] != "fp32":  # fp32 keys stay as they were; any other numerics have their own
             identity |= {"precision": p["precision"], "quantization": p.get("quantization")}
-        if "backend" in p:  # onnx: the runtime version and the graph's own hash
-            identity |= {k: p[k] for k in ("backend", "onnxruntime", "graph_sha256")}
+        if "backend" in p:  # an exported graph: the runtime, its version and settings, the graph's own hash
+            identity |= {k: p[k] for k in ("backend", "onnxruntime", "openvino", "inference_precision", "graph_sha256")
+                         if k in p}
         return identity | {"normalize": "l2"}
 
     def provenance(self) -> dict:

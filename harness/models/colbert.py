@@ -103,7 +103,7 @@ class ColBERT:
     def __init__(self, encoder: MultiVectorEncoder, path: Path | None = None):
         self.encoder = encoder
         self.path = path
-        self._session = None  # an ort.Session with backend "onnx"
+        self._session = None  # an exported-graph session (harness.models.ort) with backend "onnx" / "openvino"
         self.device = "cpu"  # torch device of the modules (to_device)
         self._tokenisers: dict = {}
         expansion = encoder[0].query_expansion
@@ -340,19 +340,17 @@ class ColBERT:
         return next(m for m in self.encoder if isinstance(m, MultiVectorMask))
 
     def set_backend(self, backend: str, graph_dir: Path | None = None) -> None:
-        """Run inference with ``backend``: "torch" (the modules) or "onnx": Transformer, Dense and
-        Normalize exported once into ``graph_dir`` (a temporary folder if None) and run by
-        onnxruntime; the scoring mask (``MultiVectorMask``) stays in the harness."""
+        """Run inference with ``backend``: "torch" (the modules), "onnx" or "openvino": Transformer,
+        Dense and Normalize exported once into ``graph_dir`` (a temporary folder if None) and run by
+        onnxruntime or OpenVINO; the scoring mask (``MultiVectorMask``) stays in the harness."""
         import tempfile
 
         from harness.models import ort
 
-        if backend not in ort.BACKENDS:
-            raise HarnessError(f"backend '{backend}' is not one of {', '.join(ort.BACKENDS)}")
+        ort.require(backend)
         self._session = None
         if backend == "torch":
             return
-        ort.onnxruntime()
         if graph_dir is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="harness-onnx-")
             graph_dir = Path(self._scratch.name)
@@ -376,10 +374,10 @@ class ColBERT:
         identity = {"kind": "colbert", **{k: p[k] for k in ("weights_sha256", "dense_weights_sha256", "token_dim")},
                     "modules": [type(m).__name__ for m in modules], "inputs": list(example), "output": "token_embeddings"}
         if p["weights_sha256"] is None:
-            raise HarnessError("backend 'onnx' needs a ColBERT model loaded from or saved to a folder (its weights hash)")
+            raise HarnessError(f"backend '{backend}' needs a ColBERT model loaded from or saved to a folder (its weights hash)")
         graph = ort.cached_graph(graph_dir, identity, TokenVectors(), example, "token_embeddings", self.transformer.model)
         narrow = self.transformer.get_embedding_dimension() < TOKEN_SORT_MIN_HIDDEN
-        self._session = ort.Session(graph, 1 if narrow else ort.threads())
+        self._session = ort.session(backend, graph, 1 if narrow else ort.threads())
 
     # ------------------------------------------------------------------ training
 
@@ -387,7 +385,7 @@ class ColBERT:
         """Run the torch modules on ``device`` ("cpu" or "cuda"); token vectors still come back as
         float32 numpy arrays."""
         if device != "cpu" and self._session is not None:
-            raise HarnessError(f"--backend onnx runs on the CPU only; drop --device {device}")
+            raise HarnessError(f"--backend {self._session.identity()['backend']} runs on the CPU only; drop --device {device}")
         self.device = device
         self.encoder.to(device)
 

@@ -172,10 +172,7 @@ class DenseEncoder:
         self.batch_size = batch_size
         if precision not in PRECISIONS:
             raise HarnessError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-        if backend not in ort.BACKENDS:
-            raise HarnessError(f"backend '{backend}' is not one of {', '.join(ort.BACKENDS)}")
-        if backend == "onnx":
-            ort.onnxruntime()  # fail with one line before loading anything
+        ort.require(backend, precision)  # fail with one line before loading anything
         local = Path(path)
         if local.is_dir():
             require_safetensors(local, allow_pickle, recursive=True)
@@ -210,8 +207,8 @@ class DenseEncoder:
         self.dim = int(self.model.get_embedding_dimension())
         self.device = device
         if device != "cpu":
-            if backend == "onnx":
-                raise HarnessError(f"--backend onnx runs on the CPU only; drop --device {device}")
+            if backend in ort.GRAPH_BACKENDS:
+                raise HarnessError(f"--backend {backend} runs on the CPU only; drop --device {device}")
             self.model.to(device)
         self.precision = precision
         self._parameters = int(sum(p.numel() for p in self.model.parameters()))
@@ -220,8 +217,8 @@ class DenseEncoder:
         self._folder = local if local.is_dir() else None
         self.backend = backend
         self._session = None
-        if backend == "onnx":
-            self._session = self._onnx_session(graph_dir)
+        if backend in ort.GRAPH_BACKENDS:
+            self._session = self._graph_session(graph_dir)
         elif precision == "int8":
             from harness.models.runtime import quantize_int8
 
@@ -229,8 +226,8 @@ class DenseEncoder:
             if not self._quantized_layers:
                 raise HarnessError(f"{path}: precision int8 found no Linear layer to quantise in {type(self.model[0]).__name__}")
 
-    def _onnx_session(self, graph_dir: Path | None):
-        """An onnxruntime session on this model's graph (sentence embedding from token ids),
+    def _graph_session(self, graph_dir: Path | None):
+        """An onnxruntime (or OpenVINO) session on this model's graph (sentence embedding from token ids),
         exported once into ``graph_dir`` (the vector cache's folder; a temporary one if None).
         Wide models run one batch at a time on every thread; narrow ones one thread per batch,
         batches data-parallel, as the torch path does."""
@@ -261,7 +258,7 @@ class DenseEncoder:
                     "inputs": list(example), "output": "sentence_embedding"}
         graph = ort.cached_graph(graph_dir, identity, SentenceEmbedding(), example, "sentence_embedding",
                                  getattr(self.model[0], "auto_model", None), self.precision)
-        return ort.Session(graph, ort.threads() if self._sort_by_tokens else 1)
+        return ort.session(self.backend, graph, ort.threads() if self._sort_by_tokens else 1)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)

@@ -1,5 +1,6 @@
-"""ONNX Runtime backend: export an encoder's forward pass once with ``torch.onnx.export``, cache the
-graph beside the vectors, and run it with onnxruntime's CPU provider.
+"""Exported-graph backends: export an encoder's forward pass once with ``torch.onnx.export``, cache
+the graph beside the vectors, and run it with onnxruntime's CPU provider (backend ``onnx``) or with
+OpenVINO's CPU plugin (backend ``openvino``, an optional dependency: ``pip install openvino``).
 
 What is exported: the model's own forward from token ids to its output (a dense model's sentence
 embedding, pooling and normalisation included; a ColBERT model's normalised token vectors). The
@@ -19,7 +20,11 @@ saturate at 8 x 8 bits, see :mod:`harness.models.runtime`), activations quantise
 the whole input tensor (so vectors depend on which texts share a batch: the batch size is part of
 their identity). Layers named in ``INT8_KEEP_FP32`` stay fp32.
 
-Why it is faster than PyTorch eager here: the session's graph optimisations fuse LayerNorm, GELU,
+OpenVINO runs the same fp32 graph (``openvino.Core().compile_model``) with its inference precision
+pinned to f32: on a CPU with AVX-512 BF16 its default would be bf16, which changes the vectors.
+It runs fp32 only (the int8 graph is onnxruntime's format).
+
+Why ORT is faster than PyTorch eager here: the session's graph optimisations fuse LayerNorm, GELU,
 bias adds and attention pieces that PyTorch runs as separate ops (a third of MiniLM's time), and
 MLAS's GEMMs are about as fast as MKL's. Measurements: benchmarks/README.md.
 """
@@ -36,7 +41,8 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
+GRAPH_BACKENDS = ("onnx", "openvino")  # run an exported graph, on the CPU
 OPSET = 17
 EXPORT_FORMAT = 1  # bump when the export wrapper changes what a graph computes
 #: dynamic quantisation settings (onnxruntime.quantization.quantize_dynamic)
@@ -61,6 +67,36 @@ def onnxruntime():
 
 def runtime_version() -> str:
     return onnxruntime().__version__
+
+
+def openvino():
+    """The openvino module, or one clear error naming what to install."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise HarnessError(f"backend 'openvino' needs the openvino package, which cannot be imported here ({exc});"
+                           " pip install openvino, or use --backend onnx") from None
+    return ov
+
+
+def require(backend: str, precision: str = "fp32") -> None:
+    """Fail with one line, before anything loads, when ``backend`` cannot run here or at ``precision``."""
+    if backend not in BACKENDS:
+        raise HarnessError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
+    if backend in GRAPH_BACKENDS:
+        onnxruntime()  # the export and the int8 tools are onnxruntime's
+    if backend == "openvino":
+        openvino()
+        if precision != "fp32":
+            raise HarnessError(f"backend 'openvino' runs fp32 only (got precision '{precision}'); int8 runs on --backend onnx")
+
+
+def session(backend: str, path: Path, intra_threads: int):
+    """A session of ``backend`` ("onnx" or "openvino") on the graph ``path``: ``run(features)`` ->
+    numpy output, ``inputs``, ``identity()``. ``intra_threads`` threads per call."""
+    if backend == "openvino":
+        return OpenVINOSession(path, intra_threads)
+    return Session(path, intra_threads)
 
 
 def threads() -> int:
@@ -193,6 +229,43 @@ class Session:
     def identity(self) -> dict:
         """What identifies this session's numbers: backend, runtime version, graph hash."""
         return {"backend": "onnx", "onnxruntime": runtime_version(), "graph_sha256": self.sha256}
+
+
+class OpenVINOSession:
+    """The same graph compiled by OpenVINO for the CPU, f32 inference precision. Safe to call from
+    several threads (one infer request per thread): with ``intra_threads`` 1, batches run
+    data-parallel as on the ORT session, on as many streams as :func:`threads`."""
+
+    def __init__(self, path: Path, intra_threads: int):
+        import threading
+
+        from harness.models.weights import file_sha256
+
+        ov = openvino()
+        streams = max(1, threads() // max(1, intra_threads))
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": intra_threads * streams,
+                  "NUM_STREAMS": streams, "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY"}
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:
+            raise HarnessError(f"openvino cannot compile {path}: {type(exc).__name__}: {exc}") from None
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        self.path = path
+        self.sha256 = file_sha256(path)
+        self.version = ov.__version__.split("-")[0]
+        self._local = threading.local()
+
+    def run(self, features: dict) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        feed = {n: np.ascontiguousarray(_numpy(features[n]), dtype=np.int64) for n in self.inputs}
+        return np.array(request.infer(feed)[0], dtype=np.float32, copy=True)
+
+    def identity(self) -> dict:
+        """What identifies this session's numbers: backend, runtime version, precision, graph hash."""
+        return {"backend": "openvino", "openvino": self.version, "inference_precision": "f32",
+                "graph_sha256": self.sha256}
 
 
 def _numpy(value):
