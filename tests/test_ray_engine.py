@@ -291,3 +291,21 @@ def test_ray_rerank_and_maxsim_search_equal_local(ray_engine):
     whole = maxsim.search(queries, docs, 25, tie_ranks=ranks)
     remote = ray_engine.maxsim_search(queries, docs, 25, 1 << 30, ranks)
     assert np.array_equal(whole[0], remote[0]) and np.array_equal(whole[1], remote[1])
+
+
+def test_ray_run_from_the_command_line_prints_no_warnings(small_beir, tmp_path):
+    """A whole ``harness run --engine ray`` in a fresh process: the result line and no Ray chatter
+    (Ray's notice that it chose token authentication for the local runtime is dropped)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, harness_subprocess_env
+
+    pytest.importorskip("ray")
+    env = harness_subprocess_env(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "bm25", "--engine", "ray",
+                           "--datasets", str(small_beir), "--results-dir", str(tmp_path / "results")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ndcg@10" in done.stdout
+    assert "WARNING" not in done.stderr and "Token authentication" not in done.stderr, done.stderr[-2000:]

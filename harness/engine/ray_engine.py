@@ -149,7 +149,15 @@ class RayEngine:
                 else:
                     from harness.models.runtime import cpu_threads
 
-                    ray.init(num_cpus=self.num_cpus or cpu_threads(), **kwargs)
+                    # A new local runtime gets Ray's default, token authentication, and Ray warns
+                    # that it chose it; the harness keeps the default and drops the warning.
+                    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+                    level = notice.level
+                    notice.setLevel(logging.ERROR)
+                    try:
+                        ray.init(num_cpus=self.num_cpus or cpu_threads(), **kwargs)
+                    finally:
+                        notice.setLevel(level)
             except HarnessError:
                 raise
             except Exception as exc:
