@@ -110,12 +110,13 @@ class VectorCache:
         self._path(cache_key(parts)).unlink(missing_ok=True)
 
     def _entry_folders(self) -> list[Path]:
-        """The folders entries live in (``<root>/<two hex digits>/``, and exported ONNX graphs in
-        ``<root>/onnx/``): the root itself may hold other things, e.g. downloaded datasets in
-        ``~/.cache/harness/datasets``."""
+        """The folders entries live in (``<root>/<two hex digits>/``, exported ONNX graphs in
+        ``<root>/onnx/``, decompressed ``--stream-corpus`` corpora in ``<root>/corpora/``): the root
+        itself may hold other things, e.g. downloaded datasets in ``~/.cache/harness/datasets``."""
         if not self.root.is_dir():
             return []
-        return [p for p in self.root.iterdir() if p.is_dir() and (_ENTRY_FOLDER.fullmatch(p.name) or p.name == "onnx")]
+        return [p for p in self.root.iterdir()
+                if p.is_dir() and (_ENTRY_FOLDER.fullmatch(p.name) or p.name in ("onnx", "corpora"))]
 
     def graph_dir(self) -> Path | None:
         """Where exported ONNX graphs are kept (``root``, beside the vectors); None with the cache off."""
@@ -123,7 +124,7 @@ class VectorCache:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for folder in self._entry_folders() for p in folder.rglob("*")
-                   if p.suffix in (".npz", ".npy", ".onnx"))
+                   if p.suffix in (".npz", ".npy", ".onnx", ".jsonl"))
 
     def clear(self) -> int:
         """Delete every entry (and nothing else under the root); returns the bytes freed."""

@@ -105,13 +105,31 @@ class Dataset:
     qrels: dict[str, dict[str, int]]
     files: dict[str, str] = field(default_factory=dict)  # stored file -> sha256 of its (uncompressed) content
     counts: dict[str, int] = field(default_factory=dict)
+    #: ``stream=True``: the corpus stays on disk (a :class:`harness.engine.store.CorpusFile`, 16 bytes
+    #: a document in memory) and ``titles`` / ``texts`` are empty; only dense encoders read it.
+    corpus: object | None = None
 
     def doc_texts(self, separator: str = TITLE_SEPARATOR) -> list[str]:
         """``title + separator + text``, stripped (BEIR's convention); text alone when no title."""
+        self.require_texts("this method")
         return [
             (title + separator + text).strip() if title else text.strip()
             for title, text in zip(self.titles, self.texts)
         ]
+
+    def require_texts(self, who: str) -> None:
+        """One error line when ``who`` needs the corpus texts in memory and they were streamed."""
+        if self.corpus is not None:
+            raise HarnessError(
+                f"{who} needs the corpus in memory, and {self.path} was loaded with --stream-corpus"
+                " (which serves dense encoders only): drop --stream-corpus"
+            )
+
+    def text_lengths(self) -> list[int]:
+        """Characters of each document's text (``doc_texts``), without holding the texts when streamed."""
+        if self.corpus is not None:
+            return self.corpus.lengths.tolist()
+        return [len(t) for t in self.doc_texts()]
 
     @property
     def checksum(self) -> str:
@@ -345,22 +363,26 @@ def split_qrels_path(folder: Path, split: str) -> Path:
     return path
 
 
-def read_corpus(folder: Path) -> tuple[list[str], list[str], list[str], str]:
-    """(ids, titles, texts, sha256 of the uncompressed file) of ``corpus.jsonl[.gz]``, in file order,
-    every record checked (module docstring); an empty corpus, or one of empty documents only, is an error."""
+def read_corpus(folder: Path, keep_texts: bool = True) -> tuple[list[str], list[str], list[str], str, int]:
+    """(ids, titles, texts, sha256 of the uncompressed file, documents with neither title nor text)
+    of ``corpus.jsonl[.gz]``, in file order, every record checked (module docstring); an empty
+    corpus, or one of empty documents only, is an error. ``keep_texts=False`` checks the texts but
+    keeps none (``titles`` and ``texts`` come back empty)."""
     corpus_path = _find(folder, "corpus.jsonl")
     source = _TextFile(corpus_path)
-    doc_ids, titles, texts = [], [], []
+    doc_ids, titles, texts, empty = [], [], [], 0
     for _, doc_id, record in _read_jsonl(source, "document"):
         doc_ids.append(doc_id)
-        titles.append(record["title"])
-        texts.append(record["text"])
+        empty += not record["title"].strip() and not record["text"].strip()
+        if keep_texts:
+            titles.append(record["title"])
+            texts.append(record["text"])
     sha256 = source.sha256
     if not doc_ids:
         raise HarnessError(f"{corpus_path}: the corpus is empty")
-    if all(not title.strip() and not text.strip() for title, text in zip(titles, texts)):
+    if empty == len(doc_ids):
         raise HarnessError(f"{corpus_path}: every document is empty (no title or text in any of {len(doc_ids)})")
-    return doc_ids, titles, texts, sha256
+    return doc_ids, titles, texts, sha256, empty
 
 
 def read_queries(folder: Path) -> tuple[dict[str, str], str]:
@@ -378,10 +400,15 @@ def read_qrels(folder: Path, split: str, doc_ids: set[str], strict: bool = False
 
 
 def load_dataset(
-    name_or_path: str, split: str | None = None, data_dir: Path | None = None, strict: bool = False
+    name_or_path: str, split: str | None = None, data_dir: Path | None = None, strict: bool = False,
+    stream: bool = False, scratch: Path | None = None,
 ) -> Dataset:
     """Load and validate one split (default: :func:`default_split`) of a BEIR dataset (see the
-    module docstring for the policy; ``strict`` refuses judged documents absent from the corpus)."""
+    module docstring for the policy; ``strict`` refuses judged documents absent from the corpus).
+
+    ``stream``: check the corpus the same way but keep only its ids in memory; the texts are read
+    back from disk when encoded (``Dataset.corpus``; a ``.gz`` corpus is first decompressed into
+    ``scratch``, default the system temporary folder, named by its sha256 and reused)."""
     split = split or default_split(name_or_path)
     folder = resolve_dataset_path(name_or_path, data_dir)
     name = dataset_name(name_or_path)
@@ -392,8 +419,17 @@ def load_dataset(
     files: dict[str, str] = {}
     counts = {"documents_empty_text": 0, "queries_empty_text": 0}
 
-    doc_ids, titles, texts, files[corpus_path.name] = read_corpus(folder)
-    counts["documents_empty_text"] = sum(1 for t, x in zip(titles, texts) if not t.strip() and not x.strip())
+    doc_ids, titles, texts, files[corpus_path.name], counts["documents_empty_text"] = read_corpus(folder, not stream)
+    corpus = None
+    if stream:
+        from harness.engine.store import CorpusFile
+
+        corpus = CorpusFile.scan(corpus_path, scratch, sha256=files[corpus_path.name])
+        if corpus.sha256 != files[corpus_path.name] and corpus.path != corpus_path:
+            corpus.path.unlink()  # a damaged decompressed copy: make it again
+            corpus = CorpusFile.scan(corpus_path, scratch, sha256=files[corpus_path.name])
+        if corpus.sha256 != files[corpus_path.name]:
+            raise HarnessError(f"{corpus_path}: the file changed while it was being read")
 
     qrels, qrels_line, absent, files[f"qrels/{split}.tsv"] = read_qrels(folder, split, set(doc_ids), strict)
     counts["qrels_documents_not_in_corpus"] = len(absent)
@@ -427,4 +463,5 @@ def load_dataset(
         qrels=qrels,
         files=files,
         counts=counts,
+        corpus=corpus,
     )

@@ -68,6 +68,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="do not write result files (print only)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own Python code to run")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can execute code")
+    p.add_argument("--stream-corpus", action="store_true",
+                   help="dense models: keep the corpus on disk (its ids and 16 bytes a document in memory) and"
+                   " the vectors in a memory-mapped file, for corpora larger than memory; same numbers")
     p.add_argument("--max-memory", type=float, default=None,
                    help="memory budget in GiB for vectors and scores: full maxsim scoring, and dense/FDE search"
                    " chunk by chunk")
@@ -151,6 +154,14 @@ def _execute(args, options, names: list[str]) -> list[dict]:
         raise HarnessError("--txtai-config needs --profile txtai-benchmark")
     else:
         condition = Condition(args.model, options, cache)
+    if args.stream_corpus:
+        from harness.stages import VectorStage
+
+        if args.profile != "beir" or not isinstance(condition.first_stage, VectorStage) or condition.reranker:
+            raise HarnessError("--stream-corpus serves dense models (pico, minilm, a sentence-transformers folder)"
+                               " without --rerank or --profile txtai-benchmark: the others need the corpus in memory")
+        if args.no_cache:
+            raise HarnessError("--stream-corpus keeps the vectors in the cache folder: drop --no-cache")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = []
     for name in names:
@@ -158,14 +169,16 @@ def _execute(args, options, names: list[str]) -> list[dict]:
         folder = resolve_dataset_path(name, args.data_dir)
         parts = subsets(folder)
         if not parts:
-            dataset = load_dataset(str(folder), split=split, strict=args.strict)
+            dataset = load_dataset(str(folder), split=split, strict=args.strict, stream=args.stream_corpus,
+                                   scratch=cache.root / "corpora" if args.stream_corpus else None)
             dataset.name = dataset_name(name)
             results.append(_run_dataset(args, condition, dataset, command))
             continue
         collection = dataset_name(name)
         done = []
         for part in parts:
-            dataset = load_dataset(str(part), split=split, strict=args.strict)
+            dataset = load_dataset(str(part), split=split, strict=args.strict, stream=args.stream_corpus,
+                                   scratch=cache.root / "corpora" if args.stream_corpus else None)
             dataset.name = f"{collection}/{part.name}"
             done.append(_run_dataset(args, condition, dataset, command))
         results += done

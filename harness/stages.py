@@ -100,10 +100,16 @@ class VectorStage(Stage):
             "dtype": "float32",
         }
         with log.step("encode_documents_seconds"):
-            docs, info = engine_of(self.options).encode_in_blocks(
-                dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
-                desc=f"{self.encoder.name} documents",
-            )
+            if dataset.corpus is not None:  # streamed: texts read from disk block by block, vectors memory-mapped
+                from harness.engine.store import encode_corpus
+
+                docs, info = encode_corpus(dataset.corpus, self.encoder.encode_documents, self.cache,
+                                           {**key, "side": "documents"}, engine=self.options.engine)
+            else:
+                docs, info = engine_of(self.options).encode_in_blocks(
+                    dataset.doc_texts(), self.encoder.encode_documents, self.cache, {**key, "side": "documents"},
+                    desc=f"{self.encoder.name} documents",
+                )
         log.cache["documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
         with log.step("encode_queries_seconds"):
             queries, hit = self.cache.get_or_compute(
@@ -238,7 +244,7 @@ class ColBERTTokens:
         p = self.model.provenance()
         length = p.get("document_length") or 300
         n_docs = len(dataset.doc_ids)
-        chars = sum(len(t) + len(x) for t, x in zip(dataset.titles, dataset.texts))
+        chars = sum(dataset.text_lengths())
         return 4 * p["token_dim"] * min(chars // 4 + 2 * n_docs, length * n_docs)
 
 

@@ -79,6 +79,7 @@ def read_config(path: Path | None, key: str, default: dict) -> dict:
 
 def rows(dataset: Dataset) -> list[tuple[str, str, None]]:
     """The documents as benchmarks.py streams them: title joined with ". ", empty texts left out."""
+    dataset.require_texts("--profile txtai-benchmark")
     out = []
     for doc_id, title, text in zip(dataset.doc_ids, dataset.titles, dataset.texts):
         joined = f"{title}. {text}" if title else text

@@ -160,6 +160,47 @@ def test_corpus_file_streams_the_dataset_texts(tmp_path):
     assert corpus.texts([5, 0]) == [expected[5], expected[0]] and list(corpus.lengths) == [len(t) for t in expected]
 
 
+def test_stream_corpus_run_equals_in_memory_run(models_dir, small_beir, tmp_path, capsys, monkeypatch):
+    """``harness run --stream-corpus``: same rankings, scores and metrics as the in-memory run, the
+    texts read back from disk and the vectors memory-mapped; the decompressed copy is reused."""
+    from harness.data import load_dataset
+
+    monkeypatch.setenv("HARNESS_MODELS_DIR", str(models_dir))
+
+    def run(*extra: str) -> tuple[dict, str]:
+        results = tmp_path / ("stream" if extra else "memory")
+        code, out, err = run_cli(["run", "--model", "pico", "--datasets", str(small_beir), "--top-k", "20",
+                                  "--results-dir", str(results), "--cache-dir", str(tmp_path / f"cache-{results.name}"),
+                                  "--save-run", "--json", *extra], capsys)
+        assert code == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        return result, (results / result["condition"] / "tiny.trec").read_text()
+
+    memory, memory_run = run()
+    streamed, streamed_run = run("--stream-corpus")
+    assert streamed["metrics"] == memory["metrics"] and streamed_run == memory_run
+    assert streamed["dataset_info"] == memory["dataset_info"] and streamed["counts"] == memory["counts"]
+    assert streamed["method"]["execution"]["corpus"] == "streamed from disk"
+    copies = list((tmp_path / "cache-stream" / "corpora").glob("corpus-*.jsonl"))
+    assert len(copies) == 1 and list((tmp_path / "cache-stream").rglob("*.npy"))
+    again = load_dataset(str(small_beir), stream=True, scratch=tmp_path / "cache-stream" / "corpora")
+    assert again.corpus.path == copies[0] and again.titles == [] and len(again.doc_ids) == len(again.corpus)
+
+
+def test_stream_corpus_refuses_what_needs_texts_and_checks_every_line(models_dir, small_beir, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("HARNESS_MODELS_DIR", str(models_dir))
+    for args in (["--model", "bm25"], ["--model", "colbert-pico"], ["--model", "pico", "--rerank", "colbert-pico"]):
+        code, _, err = run_cli(["run", *args, "--stream-corpus", "--datasets", str(small_beir), "--no-save",
+                                "--cache-dir", str(tmp_path / "cache")], capsys)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: --stream-corpus serves dense models"), err
+    docs = [{"_id": "d0", "text": "one"}, {"_id": "d1", "text": "two"}, {"_id": "d0", "text": "again"}]
+    folder = make_beir(tmp_path / "bad", docs=docs, queries=[{"_id": "q0", "text": "one"}], qrels=[("q0", "d1", 1)])
+    code, _, err = run_cli(["run", "--model", "pico", "--stream-corpus", "--datasets", str(folder), "--no-save",
+                            "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 2 and f"{folder / 'corpus.jsonl.gz'}:3: duplicate document id 'd0'" in err
+
+
 def test_encode_corpus_to_disk_shares_blocks_with_encode_in_blocks(tmp_path, pico):
     from harness.engine.store import CorpusFile, encode_corpus
 
@@ -258,7 +299,8 @@ def test_ray_encode_corpus_from_file(tmp_path, pico, ray_engine):
 
 
 @pytest.mark.parametrize("args", [["--model", "pico"], ["--model", "colbert-pico"], ["--model", "muvera-pico"],
-                                  ["--model", "pico", "--rerank", "colbert-pico", "--rerank-depth", "10"]])
+                                  ["--model", "pico", "--rerank", "colbert-pico", "--rerank-depth", "10"],
+                                  ["--model", "pico", "--stream-corpus"]])
 def test_ray_run_equals_local_run(args, models_dir, small_beir, tmp_path, capsys, monkeypatch, ray_engine):
     monkeypatch.setenv("HARNESS_MODELS_DIR", str(models_dir))
 
@@ -278,7 +320,8 @@ def test_ray_run_equals_local_run(args, models_dir, small_beir, tmp_path, capsys
     execution = remote["method"]["execution"]
     assert execution["engine"] == "ray" and execution["device"] == "cpu" and execution["workers"] == 2
     assert execution["ray"] == remote["environment"]["packages"]["ray"]
-    assert local["method"]["execution"] == {"engine": "local", "device": "cpu"}
+    corpus = "streamed from disk" if "--stream-corpus" in args else "in memory"
+    assert local["method"]["execution"] == {"engine": "local", "device": "cpu", "corpus": corpus}
 
 
 def test_ray_rerank_and_maxsim_search_equal_local(ray_engine):

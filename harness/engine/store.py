@@ -56,16 +56,23 @@ class CorpusFile(TextSource):
         return {**self.__dict__, "_file": None}
 
     @classmethod
-    def scan(cls, path: Path, scratch: Path | None = None) -> CorpusFile:
+    def scan(cls, path: Path, scratch: Path | None = None, sha256: str | None = None) -> CorpusFile:
         """Index ``path`` in one streamed pass. A ``.gz`` file is first decompressed, streamed, into
-        ``scratch`` (a folder; default the system temporary folder), since gzip cannot seek."""
+        ``scratch`` (a folder; default the system temporary folder), since gzip cannot seek. Given the
+        uncompressed content's ``sha256``, the copy is named by it and reused by later scans."""
         path = Path(path)
         if path.suffix == ".gz":
             folder = Path(scratch or tempfile.gettempdir())
             folder.mkdir(parents=True, exist_ok=True)
-            plain = folder / (path.stem + f".{os.getpid()}.plain")
-            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
+            plain = folder / (f"corpus-{sha256[:24]}.jsonl" if sha256 else path.stem + f".{os.getpid()}.plain")
+            if not (sha256 and plain.is_file()):
+                partial = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
+                try:
+                    with gzip.open(path, "rb") as source, open(partial, "wb") as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
+                    os.replace(partial, plain)
+                finally:
+                    partial.unlink(missing_ok=True)
             path = plain
         offsets, lengths = [], []
         digest = hashlib.sha256()

@@ -9,6 +9,8 @@ trec_eval would rank first are kept).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -71,7 +73,9 @@ def search(queries: np.ndarray, docs: np.ndarray, k: int, ranks: np.ndarray) -> 
     fixed, so a search over a shard of ``docs`` (:mod:`harness.retrieval.sharded`) scores every
     document exactly as this one does.
     """
-    doc_tensor = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+    with warnings.catch_warnings():  # a read-only memory map is only read here; torch warns about any
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        doc_tensor = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
     n_docs = len(doc_tensor)
     doc_rows = max(MIN_GEMM_ROWS, SCORE_BLOCK_BYTES // (4 * QUERY_BLOCK))
     out_scores, out_indices = [], []

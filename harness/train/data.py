@@ -95,7 +95,7 @@ def load_dataset(folder: str | Path, splits=("train", "dev")) -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: dataset folder not found")
-    ids, titles, texts, _ = read_corpus(folder)
+    ids, titles, texts, *_ = read_corpus(folder)
     qids, qtexts, qrels, test_ids = load_split_queries(folder, splits, set(ids))
     ds = Dataset(folder.name, ids, titles, texts, qids, qtexts, qrels, test_ids)
     assert_no_test_leak(ds)
