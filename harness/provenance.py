@@ -44,14 +44,16 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` when it has uncommitted changes), if it is a git checkout."""
+    """The checkout's commit (with ``+dirty`` when it has uncommitted changes outside ``results/``,
+    which a run itself writes), if it is a git checkout."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
