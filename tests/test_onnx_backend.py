@@ -46,14 +46,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
 @pytest.mark.parametrize("token_sort", [False, True], ids=["narrow-data-parallel", "wide-token-sorted"])
-def test_dense_onnx_fp32_matches_torch(tiny_model, tmp_path, token_sort, monkeypatch):
+def test_dense_graph_fp32_matches_torch(tiny_model, tmp_path, token_sort, backend, monkeypatch):
+    """Both exported-graph backends (``openvino``: tests/test_openvino_backend.py for the rest)."""
     from harness.models import dense
 
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     if token_sort:
         monkeypatch.setattr(dense, "TOKEN_SORT_MIN_HIDDEN", 0)
     expected = DenseEncoder("pico", tiny_model, batch_size=3).encode_documents(TEXTS)
-    encoder = DenseEncoder("pico", tiny_model, batch_size=3, backend="onnx", graph_dir=tmp_path)
+    encoder = DenseEncoder("pico", tiny_model, batch_size=3, backend=backend, graph_dir=tmp_path)
     got = encoder.encode_documents(TEXTS)
     assert got.shape == expected.shape and got.dtype == np.float32
     nonzero = np.linalg.norm(expected, axis=1) > 0
@@ -62,7 +66,7 @@ def test_dense_onnx_fp32_matches_torch(tiny_model, tmp_path, token_sort, monkeyp
     graphs = list(tmp_path.rglob("*.onnx"))
     assert len(graphs) == 1 and encoder.provenance()["graph_sha256"] == encoder._session.sha256
     stamp = graphs[0].stat().st_mtime_ns
-    again = DenseEncoder("pico", tiny_model, batch_size=3, backend="onnx", graph_dir=tmp_path)  # cached graph
+    again = DenseEncoder("pico", tiny_model, batch_size=3, backend=backend, graph_dir=tmp_path)  # cached graph
     assert graphs[0].stat().st_mtime_ns == stamp and list(tmp_path.rglob("*.onnx")) == graphs
     assert np.array_equal(again.encode_documents(TEXTS), got)
 
@@ -137,20 +141,25 @@ def test_teacher_onnx_backend_matches_torch(tiny_model, tmp_path):
     assert list((tmp_path / "onnx").rglob("*.onnx")) and any("-onnx-" in p.name for p in (tmp_path / "onnx").glob("*.npy"))
 
 
-def test_missing_onnxruntime_is_one_error_line(tiny_model, small_beir, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("backend, module, message, hint", [
+    ("onnx", "onnxruntime", "error: backend 'onnx' needs onnxruntime", "--backend torch"),
+    ("openvino", "openvino", "error: backend 'openvino' needs the openvino package", "pip install openvino"),
+])
+def test_missing_runtime_is_one_error_line(tiny_model, small_beir, tmp_path, capsys, monkeypatch, backend, module,
+                                           message, hint):
     real_import = builtins.__import__
 
-    def no_onnxruntime(name, *args, **kwargs):
-        if name.split(".")[0] == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
+    def no_runtime(name, *args, **kwargs):
+        if name.split(".")[0] == module:
+            raise ImportError(f"No module named '{module}'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    code, out, err = run_cli(["run", "--model", tiny_model, "--backend", "onnx", "--datasets", str(small_beir),
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_runtime)
+    code, out, err = run_cli(["run", "--model", tiny_model, "--backend", backend, "--datasets", str(small_beir),
                               "--no-save", "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith("error: backend 'onnx' needs onnxruntime") and "--backend torch" in err
+    assert err.startswith(message) and hint in err
 
 
 def test_export_failure_is_a_harness_error(tiny_model, tmp_path, monkeypatch):

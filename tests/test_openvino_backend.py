@@ -2,17 +2,15 @@
 numbers, keeps its own cache identity, and fails with one line where it cannot run. Tiny random
 models; no timings asserted.
 
-* dense (narrow data-parallel and wide token-sorted paths) and ColBERT: vectors within cosine
-  0.99999 / 1e-5 of torch; the graph is the onnx backend's (exported once, shared);
+* dense vectors (narrow data-parallel and wide token-sorted paths: tests/test_onnx_backend.py) and
+  ColBERT token vectors within cosine 0.99999 / 1e-5 of torch; the graph is the onnx backend's
+  (exported once, shared);
 * inference precision pinned to f32 (a bf16-capable CPU would otherwise default to bf16);
 * identities: torch, onnx and openvino all distinct; fp32 runs are one condition;
-* int8 on openvino, or no openvino installed: one ``error:`` line.
+* int8 on openvino: one ``error:`` line (no openvino installed: tests/test_onnx_backend.py).
 """
 
 from __future__ import annotations
-
-import builtins
-import sys
 
 import numpy as np
 import pytest
@@ -27,25 +25,15 @@ from test_onnx_backend import TEXTS, _cosine, colbert  # noqa: F401  (texts, and
 pytest.importorskip("openvino")
 
 
-@pytest.mark.parametrize("token_sort", [False, True], ids=["narrow-data-parallel", "wide-token-sorted"])
-def test_dense_openvino_fp32_matches_torch_and_shares_the_onnx_graph(tiny_model, tmp_path, token_sort, monkeypatch):
-    from harness.models import dense
-
-    if token_sort:
-        monkeypatch.setattr(dense, "TOKEN_SORT_MIN_HIDDEN", 0)
-    expected = DenseEncoder("pico", tiny_model, batch_size=3).encode_documents(TEXTS)
+def test_openvino_runs_f32_on_the_onnx_backends_graph(tiny_model, tmp_path):
+    """Vectors: ``test_dense_graph_fp32_matches_torch`` in tests/test_onnx_backend.py."""
     encoder = DenseEncoder("pico", tiny_model, batch_size=3, backend="openvino", graph_dir=tmp_path)
-    got = encoder.encode_documents(TEXTS)
-    assert got.shape == expected.shape and got.dtype == np.float32
-    nonzero = np.linalg.norm(expected, axis=1) > 0
-    assert _cosine(got, expected)[nonzero].min() >= 0.99999
-    assert np.abs(got - expected).max() < 1e-4
     assert encoder._session.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
     p = encoder.provenance()
     assert (p["backend"], p["inference_precision"]) == ("openvino", "f32")
     onnx = DenseEncoder("pico", tiny_model, batch_size=3, backend="onnx", graph_dir=tmp_path)
     assert len(list(tmp_path.rglob("*.onnx"))) == 1 and onnx.provenance()["graph_sha256"] == p["graph_sha256"]
-    assert np.array_equal(encoder.encode_documents(TEXTS), got)  # the same again (thread-local requests)
+    assert np.array_equal(encoder.encode_documents(TEXTS), encoder.encode_documents(TEXTS))  # thread-local requests
 
 
 def test_identities_differ_but_fp32_is_one_condition(tiny_model, tmp_path):
@@ -76,19 +64,3 @@ def test_openvino_int8_is_one_error_line(tiny_model, small_beir, tmp_path, capsy
                               "--datasets", str(small_beir), "--no-save", "--cache-dir", str(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: backend 'openvino' runs fp32 only") and "--backend onnx" in err
-
-
-def test_missing_openvino_is_one_error_line(tiny_model, small_beir, tmp_path, capsys, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_openvino(name, *args, **kwargs):
-        if name.split(".")[0] == "openvino":
-            raise ImportError("No module named 'openvino'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "openvino", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
-    code, out, err = run_cli(["run", "--model", tiny_model, "--backend", "openvino", "--datasets", str(small_beir),
-                              "--no-save", "--cache-dir", str(tmp_path)], capsys)
-    assert code == 2 and err.count("\n") == 1
-    assert err.startswith("error: backend 'openvino' needs the openvino package") and "pip install openvino" in err
