@@ -149,6 +149,30 @@ def test_stage_runner_resume_is_exact(tmp_path):
     assert ckpt.state["done"] == ["s"]
 
 
+def test_every_stage_runs_at_the_configured_threads(tmp_path):
+    """The self-check between stages encodes through code that sets torch's thread count; each stage
+    sets ``run.threads`` again at its start, and the card records that number."""
+    from harness.train.loop import StageRunner
+
+    model = torch.nn.Linear(3, 1)
+    runner = StageRunner(loop.Checkpointer(tmp_path, False), model, {"checkpoint": {"every": 5}, "run": {"threads": 1}},
+                         seed=0, timer_start=0.0)
+    seen = []
+
+    def step(i, rng):
+        seen.append(torch.get_num_threads())
+        return model(torch.ones(2, 3)).pow(2).mean()
+
+    previous = torch.get_num_threads()
+    try:
+        for stage in ("a", "b"):
+            torch.set_num_threads(2)  # what a self-check's encoder leaves behind
+            runner.run(stage, 2, 1e-2, list(model.parameters()), step)
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [1, 1, 1, 1] and runner.threads == 1
+
+
 def test_candidates_and_kl():
     rng = np.random.default_rng(0)
     td = fake_encoder([f"doc {i} {WORDS[i % 20]}" for i in range(30)])

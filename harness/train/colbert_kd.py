@@ -115,7 +115,7 @@ def train_colbert(cfg: dict, resume: bool = False, pools=None, teacher=None, out
         "wall_seconds": runner.wall(),
         "evals": evals,
         "history": ckpt.state["history"],
-        "threads": torch.get_num_threads(),
+        "threads": runner.threads,  # what the stages ran with (the self-check may set others)
     }
     save_colbert(model, Path(out_dir or cfg["run"]["out"]), info, cfg)
     return info

@@ -241,7 +241,7 @@ def train_dense(cfg: dict, resume: bool = False, pools=None, teacher=None, out_d
         "wall_seconds": wall,
         "evals": evals,
         "history": ckpt.state["history"],
-        "threads": torch.get_num_threads(),
+        "threads": runner.threads,  # what the stages ran with (the self-check may set others)
     }
     out = Path(out_dir or cfg["run"]["out"])
     save_dense(student, tok, out, info, cfg)

@@ -96,6 +96,9 @@ class StageRunner:
     def __init__(self, ckpt: Checkpointer, module: torch.nn.Module, cfg: dict, seed: int, timer_start: float):
         self.ckpt, self.module, self.cfg, self.seed = ckpt, module, cfg, seed
         self.every = int(cfg["checkpoint"]["every"])
+        #: torch intra-op threads of every stage (``run.threads``), set again at each stage's start:
+        #: the self-check between stages encodes through code that sets its own thread count.
+        self.threads = int(cfg.get("run", {}).get("threads", 2))
         self.t_start = time.time() - timer_start
 
     def wall(self) -> float:
@@ -106,6 +109,7 @@ class StageRunner:
         st = self.ckpt.state
         if stage in st["done"] or steps <= 0:
             return
+        torch.set_num_threads(self.threads)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         sched = warmup_linear(opt, max(1, int(warmup_frac * steps)), steps)
         start = 0
