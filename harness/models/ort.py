@@ -31,6 +31,7 @@ MLAS's GEMMs are about as fast as MKL's. Measurements: benchmarks/README.md.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -173,8 +174,13 @@ def quantize(source: Path, target: Path, ops=("MatMul", "Attention")) -> Path:
     handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(handle)
     try:
-        quantize_dynamic(str(source), temporary, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(ops), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        # onnxruntime's quantiser logs an advice ("consider to run pre-processing") on the root logger
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(str(source), temporary, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=list(ops), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            logging.disable(logging.NOTSET)
         os.replace(temporary, target)
     except Exception as exc:
         raise HarnessError(f"cannot quantise {source} to int8: {type(exc).__name__}: {exc}") from None
