@@ -30,6 +30,7 @@ from pathlib import Path
 from _common import REPO, emit, machine_line, run_side  # noqa: F401
 
 QUERIES = 1000
+SEARCH_BUDGET = 128 * 2**20  # --max-memory of both engines' searches: chunks (local) or chunks within each shard task (Ray)
 
 
 def _sentences(data_dir: Path) -> list[str]:
@@ -98,7 +99,7 @@ def side(args) -> dict:
     if args.side == "ray":
         from harness.engine.ray_engine import RayEngine
 
-        engine = RayEngine(num_cpus=2, workers=2)
+        engine = RayEngine(num_cpus=2, workers=2, max_memory_bytes=SEARCH_BUDGET)
         engine.start()
     try:
         cpu0, start = time.process_time(), time.perf_counter()
@@ -109,7 +110,7 @@ def side(args) -> dict:
         queries = encoder.encode_queries(corpus.texts(range(0, len(corpus), max(1, len(corpus) // QUERIES)))[:QUERIES])
         ranks = exact.tie_ranks([f"s{i}" for i in range(len(corpus))])
         start = time.perf_counter()
-        searcher = engine or LocalEngine(max_memory_bytes=128 * 2**20)
+        searcher = engine or LocalEngine(max_memory_bytes=SEARCH_BUDGET)
         scores, _ = searcher.search(queries, vectors, 100, ranks)
         search_seconds = time.perf_counter() - start
         if engine is not None:

@@ -285,6 +285,13 @@ def test_ray_search_equals_exact(vectors, ray_engine):
     whole = exact.search(queries, docs, 100, ranks)
     ray_result = ray_engine.search(queries, docs, 100, ranks)
     assert np.array_equal(whole[0], ray_result[0]) and np.array_equal(whole[1], ray_result[1])
+    budget = ray_engine.max_memory_bytes
+    try:  # under a budget each task searches its shard chunk by chunk: the same result
+        ray_engine.max_memory_bytes = 4 * docs.shape[1] * 300 + 4 * len(queries) * docs.shape[1] + 48 * len(queries) * 100
+        chunked = ray_engine.search(queries, docs, 100, ranks)
+    finally:
+        ray_engine.max_memory_bytes = budget
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
 
 
 def test_ray_encode_corpus_from_file(tmp_path, pico, ray_engine):

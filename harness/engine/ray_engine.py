@@ -275,7 +275,9 @@ class RayEngine:
         task = ray.remote(num_cpus=1)(_search_part)
         q, r = ray.put(np.ascontiguousarray(queries, dtype=np.float32)), ray.put(ranks)
         on_disk = isinstance(docs, np.memmap) and docs.filename is not None
-        futures = [task.remote(q, str(docs.filename) if on_disk else ray.put(np.ascontiguousarray(docs[a:b])), a, b, k, r)
+        rows = sharded.chunk_rows(docs.shape[1], len(queries), k, self.max_memory_bytes)  # per task, under the budget
+        futures = [task.remote(q, str(docs.filename) if on_disk else ray.put(np.ascontiguousarray(docs[a:b])), a, b, k, r,
+                               rows)
                    for a, b in self._shards(len(docs), 4 * docs.shape[1])]
         return sharded.merge(ray.get(futures), k, ranks)
 
@@ -317,14 +319,20 @@ def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return sharded.shard_bounds(n, parts) if n else []
 
 
-def _search_part(queries: np.ndarray, docs, start: int, stop: int, k: int, ranks: np.ndarray):
+def _search_part(queries: np.ndarray, docs, start: int, stop: int, k: int, ranks: np.ndarray,
+                 rows: int | None = None):
     """Ray task: top-k over rows ``start..stop-1``; ``docs`` is those rows, or the path of a ``.npy``
-    file holding every row (read through a memory map: only the shard is paged in)."""
-    from harness.retrieval import exact
+    file holding every row (read through a memory map: only the shard is paged in). ``rows``: search
+    the shard in chunks of that many documents (``--max-memory``), so a task's working set does not
+    grow with its shard."""
+    from harness.retrieval import exact, sharded
 
     if isinstance(docs, str):
         docs = np.load(docs, mmap_mode="r")[start:stop]
-    scores, indices = exact.search(queries, np.ascontiguousarray(docs, dtype=np.float32), k, ranks[start:stop])
+    if rows:
+        scores, indices = sharded.search_chunked(queries, docs, k, ranks[start:stop], rows)
+    else:
+        scores, indices = exact.search(queries, np.ascontiguousarray(docs, dtype=np.float32), k, ranks[start:stop])
     return scores, indices + start
 
 
