@@ -11,7 +11,8 @@ fp32 variants (same vectors; max abs difference to the harness's torch path prin
   fused EmbedLayerNormalization, Attention, BiasGelu, SkipLayerNormalization);
 * ``onnx-fused-dp``: the fused graph, one intra-op thread per session call, batches run
   data-parallel on every CPU (as the harness runs narrow models);
-* ``openvino``: the unfused graph compiled by OpenVINO for the CPU, if ``openvino`` is installed.
+* ``openvino``: the unfused graph compiled by OpenVINO for the CPU, if ``openvino`` is installed, at
+  f32 (``--backend openvino``) and at OpenVINO's default precision (bf16 on a CPU with AVX-512 BF16).
 
 int8 variants (``quantize_dynamic`` of the fp32 graph's MatMuls, per channel, 7-bit weights unless
 said): mean / minimum cosine to the fp32 vectors, and speed. ``keep-ffn-out`` keeps each layer's
@@ -99,16 +100,23 @@ def main() -> None:
     try:  # another runtime on the same graph, when installed (not a harness dependency)
         import openvino
 
-        compiled = openvino.Core().compile_model(str(graph), "CPU")
+        version = openvino.__version__.split("-")[0]
+        for hint in ("f32", None):  # the harness's --backend openvino, and OpenVINO's own default
+            compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": hint} if hint else {})
+            precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
-        class OpenVINOSession:
-            inputs = plain_session.inputs
+            class OpenVINOSession:
+                inputs = plain_session.inputs
 
-            def run(self, features):
-                feed = {n: np.ascontiguousarray(np.asarray(features[n]), dtype=np.int64) for n in self.inputs}
-                return compiled(feed)[0]
+                def __init__(self, compiled):
+                    self.compiled = compiled
 
-        variants[f"openvino {openvino.__version__.split('-')[0]} fp32"] = with_session(OpenVINOSession())
+                def run(self, features):
+                    feed = {n: np.ascontiguousarray(np.asarray(features[n]), dtype=np.int64) for n in self.inputs}
+                    return self.compiled(feed)[0]
+
+            label = "" if hint else " (its default here)"
+            variants[f"openvino {version} {precision}{label}"] = with_session(OpenVINOSession(compiled))
     except ImportError:
         pass
     if not args.skip_int8:
