@@ -132,15 +132,19 @@ def test_colbert_own_tokenisation_gives_sentence_transformers_vectors(colbert, t
         assert max(float(np.abs(a - b).max()) for a, b in zip(onnx[task], reference[task])) < 1e-5
 
 
-def test_teacher_onnx_backend_matches_torch(tiny_model, tmp_path):
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_teacher_graph_backend_matches_torch(tiny_model, tmp_path, backend):
     from harness.train.teacher import Teacher
 
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     texts = [t for t in TEXTS if t]
     torch_vectors = Teacher(tiny_model, max_len=32, cache_dir=tmp_path / "torch").encode(texts)
-    teacher = Teacher(tiny_model, max_len=32, cache_dir=tmp_path / "onnx", backend="onnx")
-    onnx_vectors = teacher.encode(texts)
-    assert _cosine(onnx_vectors, torch_vectors).min() >= 0.99999
-    assert list((tmp_path / "onnx").rglob("*.onnx")) and any("-onnx-" in p.name for p in (tmp_path / "onnx").glob("*.npy"))
+    teacher = Teacher(tiny_model, max_len=32, cache_dir=tmp_path / backend, backend=backend)
+    graph_vectors = teacher.encode(texts)
+    assert _cosine(graph_vectors, torch_vectors).min() >= 0.99999
+    assert list((tmp_path / backend).rglob("*.onnx"))
+    assert any(f"-{backend}-" in p.name for p in (tmp_path / backend).glob("*.npy"))
 
 
 @pytest.mark.parametrize("backend, module, message, hint", [

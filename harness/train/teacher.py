@@ -3,9 +3,9 @@
 The teacher is a bi-encoder, so every teacher score the recipe needs (query x document cosine)
 is a dot product of two cached, L2-normalised 384-d embeddings: the teacher encodes each text once.
 Inputs are truncated to ``max_len`` tokens (128 by default) to keep the 2-core budget.
-``backend="onnx"`` (config ``[teacher] backend = "onnx"``; default "torch") encodes through the
-harness's dense encoder on onnxruntime (``harness.models.ort``): the same vectors to ~1e-6, cached
-under their own key.
+``backend="onnx"`` or ``"openvino"`` (config ``[teacher] backend = ...``; default "torch") encodes
+through the harness's dense encoder on that runtime (``harness.models.ort``): the same vectors to
+~1e-6, cached under their own key.
 """
 
 from __future__ import annotations
