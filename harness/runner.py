@@ -69,8 +69,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own Python code to run")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can execute code")
     p.add_argument("--stream-corpus", action="store_true",
-                   help="dense models: keep the corpus on disk (its ids and 16 bytes a document in memory) and"
-                   " the vectors in a memory-mapped file, for corpora larger than memory; same numbers")
+                   help="dense and MUVERA models: keep the corpus on disk (its ids and 16 bytes a document in"
+                   " memory) and the vectors or FDEs in a memory-mapped file, for corpora larger than memory")
     p.add_argument("--max-memory", type=float, default=None,
                    help="memory budget in GiB for vectors and scores: full maxsim scoring, and dense/FDE search"
                    " chunk by chunk")
@@ -155,11 +155,13 @@ def _execute(args, options, names: list[str]) -> list[dict]:
     else:
         condition = Condition(args.model, options, cache)
     if args.stream_corpus:
-        from harness.stages import VectorStage
+        from harness.stages import FDEStage, VectorStage
 
-        if args.profile != "beir" or not isinstance(condition.first_stage, VectorStage) or condition.reranker:
-            raise HarnessError("--stream-corpus serves dense models (pico, minilm, a sentence-transformers folder)"
-                               " without --rerank or --profile txtai-benchmark: the others need the corpus in memory")
+        streams = isinstance(condition.first_stage, (VectorStage, FDEStage))
+        if args.profile != "beir" or not streams or condition.reranker:
+            raise HarnessError("--stream-corpus serves dense models (pico, minilm, a sentence-transformers folder) and"
+                               " MUVERA FDEs, without --rerank or --profile txtai-benchmark: the others need the"
+                               " corpus in memory")
         if args.no_cache:
             raise HarnessError("--stream-corpus keeps the vectors in the cache folder: drop --no-cache")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -297,11 +297,21 @@ class FDEStage(Stage):
         return l2_normalise(vectors) if self.similarity == "cosine" else vectors.astype(np.float32)
 
     def retrieve(self, dataset, k, log):
-        tokens = self.tokens.documents(dataset, log)
         key = {"fde": self.config.to_dict(), "tokens": self.tokens.key(dataset), "similarity": self.similarity}
-        with log.step("fde_documents_seconds"):
-            docs, hit = self.cache.get_or_compute(key, lambda: self._finish(self.fde.encode_documents(tokens)))
-        log.cache["fde_documents_cached"] = hit
+        if dataset.corpus is not None:  # streamed: texts -> tokens -> FDEs block by block, FDEs memory-mapped
+            from harness.engine.store import FDEDocuments, encode_corpus
+
+            encode = FDEDocuments(functools.partial(self.tokens.model.encode_documents, batch_size=self.tokens.batch_size),
+                                  self.fde, normalise=self.similarity == "cosine")
+            with log.step("fde_documents_seconds"):
+                docs, info = encode_corpus(dataset.corpus, encode, self.cache, {**key, "side": "documents"},
+                                           engine=self.options.engine)
+            log.cache["fde_documents_cached_blocks"] = f"{info['blocks_cached']}/{info['blocks']}"
+        else:
+            tokens = self.tokens.documents(dataset, log)
+            with log.step("fde_documents_seconds"):
+                docs, hit = self.cache.get_or_compute(key, lambda: self._finish(self.fde.encode_documents(tokens)))
+            log.cache["fde_documents_cached"] = hit
         query_tokens = self.tokens.queries(dataset, log)
         with log.step("fde_queries_seconds"):
             queries = self._finish(self.fde.encode_queries(query_tokens))
