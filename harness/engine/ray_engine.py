@@ -195,11 +195,13 @@ class RayEngine:
 
     # ------------------------------------------------------------------ encoding
 
-    def _actor_options(self) -> dict:
+    def _actor_options(self, n_blocks: int) -> dict:
+        """Ray Data options of the encoder pool: ``workers`` actors, fewer when fewer blocks are
+        missing (Ray warns about a pool larger than its inputs)."""
         import ray
 
         gpu = self.device == "cuda"
-        return dict(compute=ray.data.ActorPoolStrategy(size=self.workers), batch_size=1,
+        return dict(compute=ray.data.ActorPoolStrategy(size=max(1, min(self.workers, n_blocks))), batch_size=1,
                     num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, batch_format="numpy")
 
     def encode_blocks(self, n_texts: int, lengths, encode, cache: VectorCache, parts: dict,
@@ -227,7 +229,7 @@ class RayEngine:
                 _BlockEncoder,
                 fn_constructor_kwargs=dict(encode=encode, cache_root=str(cache.root), whole_parts=whole,
                                            block_size=block_size, source=source, order=order_arg, device=self.device),
-                **self._actor_options(),
+                **self._actor_options(len(missing)),
             )
             from tqdm.auto import tqdm
 
