@@ -106,7 +106,7 @@ class Dataset:
     files: dict[str, str] = field(default_factory=dict)  # stored file -> sha256 of its (uncompressed) content
     counts: dict[str, int] = field(default_factory=dict)
     #: ``stream=True``: the corpus stays on disk (a :class:`harness.engine.store.CorpusFile`, 16 bytes
-    #: a document in memory) and ``titles`` / ``texts`` are empty; only dense encoders read it.
+    #: a document in memory) and ``titles`` / ``texts`` are empty; only dense and MUVERA encoders read it.
     corpus: object | None = None
 
     def doc_texts(self, separator: str = TITLE_SEPARATOR) -> list[str]:
@@ -122,7 +122,7 @@ class Dataset:
         if self.corpus is not None:
             raise HarnessError(
                 f"{who} needs the corpus in memory, and {self.path} was loaded with --stream-corpus"
-                " (which serves dense encoders only): drop --stream-corpus"
+                " (which serves dense and MUVERA encoders only): drop --stream-corpus"
             )
 
     def text_lengths(self) -> list[int]:

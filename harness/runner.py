@@ -165,22 +165,25 @@ def _execute(args, options, names: list[str]) -> list[dict]:
         if args.no_cache:
             raise HarnessError("--stream-corpus keeps the vectors in the cache folder: drop --no-cache")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    def load(folder: Path, split: str):
+        return load_dataset(str(folder), split=split, strict=args.strict, stream=args.stream_corpus,
+                            scratch=cache.root / "corpora" if args.stream_corpus else None)
+
     results = []
     for name in names:
         split = args.split or default_split(name)
         folder = resolve_dataset_path(name, args.data_dir)
         parts = subsets(folder)
         if not parts:
-            dataset = load_dataset(str(folder), split=split, strict=args.strict, stream=args.stream_corpus,
-                                   scratch=cache.root / "corpora" if args.stream_corpus else None)
+            dataset = load(folder, split)
             dataset.name = dataset_name(name)
             results.append(_run_dataset(args, condition, dataset, command))
             continue
         collection = dataset_name(name)
         done = []
         for part in parts:
-            dataset = load_dataset(str(part), split=split, strict=args.strict, stream=args.stream_corpus,
-                                   scratch=cache.root / "corpora" if args.stream_corpus else None)
+            dataset = load(part, split)
             dataset.name = f"{collection}/{part.name}"
             done.append(_run_dataset(args, condition, dataset, command))
         results += done
