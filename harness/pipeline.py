@@ -42,7 +42,7 @@ class RunOptions:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     max_memory_bytes: int | None = None
-    precision: str = "fp32"  # "fp32" (reference numerics) | "int8" (dynamic quantisation, faster)
+    precision: str = "fp32"  # dense encoders: "fp32" (reference) | "int8" (dynamic quantisation) | "bf16" (openvino)
     backend: str = "torch"  # "torch" (PyTorch eager) | "onnx" / "openvino" (exported graph run by onnxruntime / OpenVINO)
     name: str | None = None
     empty_queries: str = "zero"  # "zero" | "drop": queries with no results score 0, or leave the mean (BEIR)
@@ -97,6 +97,9 @@ class Condition:
         self.name = condition_name(model, options)
         self._colbert: dict[str, ColBERTTokens] = {}
         spec, path = registry.resolve(model)
+        if options.precision != "fp32" and spec.model_kind.name != "dense":
+            raise HarnessError(f"--precision {options.precision} applies to dense encoders; '{model}' is a"
+                               f" {spec.model_kind.name} model, which runs fp32 only")
         self.spec = spec
         self.first_stage: Stage = spec.model_kind.first_stage(self, spec, path)
         self.reranker = None

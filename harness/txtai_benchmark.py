@@ -204,7 +204,7 @@ class TxtaiBenchmarkCondition:
 
         unsupported = [flag for flag, on in (
             ("--index txtai", options.index != "exact"), ("--rerank", bool(options.rerank)),
-            ("--max-length", bool(options.max_length)), ("--precision int8", options.precision != "fp32"),
+            ("--max-length", bool(options.max_length)), (f"--precision {options.precision}", options.precision != "fp32"),
             ("--fde-mode paper", options.fde.get("mode", "txtai") != "txtai"),
         ) if on]
         if unsupported:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from harness.errors import HarnessError
 from harness.models import berthash
 from harness.models.dense import DenseEncoder
@@ -206,3 +207,12 @@ def test_int8_encoder_close_to_fp32_and_marked(tiny_model):
 def test_unknown_precision_is_one_line_error(tiny_model):
     with pytest.raises(HarnessError, match="precision 'fp16'"):
         DenseEncoder("pico", tiny_model, trust_remote_code=True, precision="fp16")
+
+
+@pytest.mark.parametrize("model", ["bm25", "colbert-pico"])
+def test_precision_on_a_model_that_is_not_dense_is_one_error_line(model, small_beir, tmp_path, capsys):
+    """bm25 or ColBERT under --precision int8 would otherwise store fp32 numbers as an int8 condition."""
+    code, _, err = run_cli(["run", "--model", model, "--precision", "int8", "--datasets", str(small_beir),
+                            "--no-save", "--cache-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --precision int8 applies to dense encoders; '{model}' is a")

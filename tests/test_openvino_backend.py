@@ -6,8 +6,11 @@ models; no timings asserted.
   ColBERT token vectors within cosine 0.99999 / 1e-5 of torch; the graph is the onnx backend's
   (exported once, shared);
 * inference precision pinned to f32 (a bf16-capable CPU would otherwise default to bf16);
+* bf16 on request: its own condition and cache identity, vectors close to f32 where the CPU has
+  bf16 instructions, one ``error:`` line where it has none;
 * identities: torch, onnx and openvino all distinct; fp32 runs are one condition;
-* int8 on openvino: one ``error:`` line (no openvino installed: tests/test_onnx_backend.py).
+* int8 on openvino, bf16 elsewhere: one ``error:`` line (no openvino installed:
+  tests/test_onnx_backend.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from harness.models import ort
 from harness.models.dense import DenseEncoder
 from harness.pipeline import RunOptions, condition_name
 from harness.stages import DenseEncoderAdapter
@@ -63,4 +67,34 @@ def test_openvino_int8_is_one_error_line(tiny_model, small_beir, tmp_path, capsy
     code, out, err = run_cli(["run", "--model", tiny_model, "--backend", "openvino", "--precision", "int8",
                               "--datasets", str(small_beir), "--no-save", "--cache-dir", str(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith("error: backend 'openvino' runs fp32 only") and "--backend onnx" in err
+    assert err.startswith("error: backend 'openvino' runs precision fp32 or bf16, not 'int8'")
+    assert "int8 runs on --backend torch or onnx" in err
+
+
+@pytest.mark.skipif(not ort.openvino_bf16(),
+                    reason="this CPU has no bf16 instructions (the refusal is tested below)")
+def test_openvino_bf16_is_its_own_condition_close_to_f32(tiny_model, tmp_path):
+    f32 = DenseEncoder("pico", tiny_model, batch_size=3, backend="openvino", graph_dir=tmp_path)
+    bf16 = DenseEncoder("pico", tiny_model, batch_size=3, backend="openvino", precision="bf16", graph_dir=tmp_path)
+    assert bf16._session.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    p = bf16.provenance()
+    assert (p["precision"], p["inference_precision"]) == ("bf16", "bf16")
+    assert p["graph_sha256"] == f32.provenance()["graph_sha256"]  # one fp32 graph, two runtime precisions
+    assert DenseEncoderAdapter(bf16).cache_identity() != DenseEncoderAdapter(f32).cache_identity()
+    assert condition_name("minilm", RunOptions(backend="openvino", precision="bf16")) == "minilm-openvino-bf16"
+    a, b = f32.encode_documents(TEXTS), bf16.encode_documents(TEXTS)
+    assert not np.array_equal(a, b)  # bf16 really ran: 8-bit mantissas change the vectors
+    assert _cosine(a, b).min() > 0.99
+
+
+def test_bf16_without_cpu_support_or_off_openvino_is_one_error_line(tiny_model, small_beir, tmp_path, capsys,
+                                                                    monkeypatch):
+    argv = ["run", "--model", tiny_model, "--precision", "bf16", "--datasets", str(small_beir), "--no-save",
+            "--cache-dir", str(tmp_path)]
+    code, _, err = run_cli(argv + ["--backend", "onnx"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: backend 'onnx' runs precision fp32 or int8, not 'bf16'; bf16 runs on --backend openvino")
+    monkeypatch.setattr(ort, "openvino_bf16", lambda: False)
+    code, _, err = run_cli(argv + ["--backend", "openvino"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: precision bf16 needs a CPU with bf16 instructions") and "--precision fp32" in err

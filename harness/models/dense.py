@@ -5,7 +5,8 @@ are L2-normalised is the model's own choice (its Normalize module), recorded in 
 
 Precision: ``"fp32"`` (default) runs PyTorch eager with SDPA attention, the reference numerics;
 ``"int8"`` quantises the transformer's Linear layers dynamically (int8 GEMMs, ~1.8x faster per CPU
-second on MiniLM; ndcg@10 moves -0.0038 on NFCorpus and +0.0086 on SciFact, results/minilm-int8).
+second on MiniLM; ndcg@10 moves by a few thousandths, results/minilm-int8); ``"bf16"`` runs the
+exported graph with OpenVINO's bf16 inference (``backend="openvino"`` on a CPU with bf16 instructions).
 Activation scales are computed per batch, so int8 vectors depend on which texts share a batch: the
 batch size is part of their provenance and cache key.
 Why these runtimes, with the measurements: :mod:`harness.models.runtime`. Texts are encoded in
@@ -41,7 +42,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.models.weights import folder_sha256, require_safetensors
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")
 TOKEN_SORT_MIN_HIDDEN = 256
 CLIP_CHARS_PER_TOKEN = 6
 
@@ -258,7 +259,7 @@ class DenseEncoder:
                     "inputs": list(example), "output": "sentence_embedding"}
         graph = ort.cached_graph(graph_dir, identity, SentenceEmbedding(), example, "sentence_embedding",
                                  getattr(self.model[0], "auto_model", None), self.precision)
-        return ort.session(self.backend, graph, ort.threads() if self._sort_by_tokens else 1)
+        return ort.session(self.backend, graph, ort.threads() if self._sort_by_tokens else 1, self.precision)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
@@ -347,7 +348,7 @@ class DenseEncoder:
     def provenance(self) -> dict:
         modules = [type(m).__name__ for m in self.model]
         normalized = "Normalize" in modules
-        if self.precision != "fp32":  # part of the cache identity: int8 vectors never hit fp32 entries
+        if self.precision != "fp32":  # part of the cache identity: int8 / bf16 vectors never hit fp32 entries
             modules[0] = f"{modules[0]}[{self.precision}]"
         provenance = {
             "model": self.name,

@@ -22,7 +22,9 @@ their identity). Layers named in ``INT8_KEEP_FP32`` stay fp32.
 
 OpenVINO runs the same fp32 graph (``openvino.Core().compile_model``) with its inference precision
 pinned to f32: on a CPU with AVX-512 BF16 its default would be bf16, which changes the vectors.
-It runs fp32 only (the int8 graph is onnxruntime's format).
+``precision="bf16"`` asks for that bf16 inference on purpose (its own condition); it needs a CPU
+whose OpenVINO plugin reports BF16 (AVX-512 BF16 or AMX), and is refused elsewhere rather than
+silently run in f32. The int8 graph is onnxruntime's format, so int8 runs on ``onnx`` only.
 
 Why ORT is faster than PyTorch eager here: the session's graph optimisations fuse LayerNorm, GELU,
 bias adds and attention pieces that PyTorch runs as separate ops (a third of MiniLM's time), and
@@ -44,6 +46,8 @@ from harness.errors import HarnessError
 
 BACKENDS = ("torch", "onnx", "openvino")
 GRAPH_BACKENDS = ("onnx", "openvino")  # run an exported graph, on the CPU
+#: the precisions each backend runs (bf16 is a runtime setting of OpenVINO on the fp32 graph)
+PRECISIONS = {"torch": ("fp32", "int8"), "onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16")}
 OPSET = 17
 EXPORT_FORMAT = 1  # bump when the export wrapper changes what a graph computes
 #: dynamic quantisation settings (onnxruntime.quantization.quantize_dynamic)
@@ -86,17 +90,29 @@ def require(backend: str, precision: str = "fp32") -> None:
         raise HarnessError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
     if backend in GRAPH_BACKENDS:
         onnxruntime()  # the export and the int8 tools are onnxruntime's
+    if precision not in PRECISIONS[backend]:
+        runs_on = [b for b, p in PRECISIONS.items() if precision in p]
+        where = f"; {precision} runs on --backend {' or '.join(runs_on)}" if runs_on else ""
+        raise HarnessError(f"backend '{backend}' runs precision {' or '.join(PRECISIONS[backend])},"
+                           f" not '{precision}'{where}")
     if backend == "openvino":
         openvino()
-        if precision != "fp32":
-            raise HarnessError(f"backend 'openvino' runs fp32 only (got precision '{precision}'); int8 runs on --backend onnx")
+        if precision == "bf16" and not openvino_bf16():
+            raise HarnessError("precision bf16 needs a CPU with bf16 instructions (AVX-512 BF16 or AMX), and"
+                               " OpenVINO finds none on this one; use --precision fp32")
 
 
-def session(backend: str, path: Path, intra_threads: int):
+def openvino_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can infer in bf16 on this machine."""
+    return "BF16" in openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def session(backend: str, path: Path, intra_threads: int, precision: str = "fp32"):
     """A session of ``backend`` ("onnx" or "openvino") on the graph ``path``: ``run(features)`` ->
-    numpy output, ``inputs``, ``identity()``. ``intra_threads`` threads per call."""
+    numpy output, ``inputs``, ``identity()``. ``intra_threads`` threads per call; ``precision`` is
+    OpenVINO's inference precision (the onnx graph carries its own)."""
     if backend == "openvino":
-        return OpenVINOSession(path, intra_threads)
+        return OpenVINOSession(path, intra_threads, precision)
     return Session(path, intra_threads)
 
 
@@ -193,7 +209,8 @@ def cached_graph(cache_root: Path, identity: dict, module, example: dict, output
                  precision: str = "fp32") -> Path:
     """The graph of ``module`` for ``identity`` (weights sha256, lengths, what the graph outputs),
     exported on first use into ``cache_root`` (:func:`graph_path`); its int8 copy for
-    ``precision="int8"``. ``module`` is only traced when the graph is not cached yet."""
+    ``precision="int8"``; the fp32 graph for "bf16" (a runtime setting). ``module`` is only traced
+    when the graph is not cached yet."""
     import torch
 
     from harness.cache import cache_key
@@ -203,8 +220,8 @@ def cached_graph(cache_root: Path, identity: dict, module, example: dict, output
     path = export(module, example, output_name, graph_path(cache_root, key), hf_model)
     if precision == "int8":
         path = quantize(path, graph_path(cache_root, cache_key({"of": key, "int8": INT8_SCHEME})))
-    elif precision != "fp32":
-        raise HarnessError(f"backend 'onnx' has no precision '{precision}' (fp32 or int8)")
+    elif precision not in ("fp32", "bf16"):
+        raise HarnessError(f"no exported graph for precision '{precision}' (fp32, bf16 or int8)")
     return path
 
 
@@ -238,18 +255,20 @@ class Session:
 
 
 class OpenVINOSession:
-    """The same graph compiled by OpenVINO for the CPU, f32 inference precision. Safe to call from
+    """The same graph compiled by OpenVINO for the CPU, at inference precision f32 (``precision``
+    "fp32") or bf16 ("bf16": matrix products in bf16, accumulation and outputs f32). Safe to call from
     several threads (one infer request per thread): with ``intra_threads`` 1, batches run
     data-parallel as on the ORT session, on as many streams as :func:`threads`."""
 
-    def __init__(self, path: Path, intra_threads: int):
+    def __init__(self, path: Path, intra_threads: int, precision: str = "fp32"):
         import threading
 
         from harness.models.weights import file_sha256
 
         ov = openvino()
         streams = max(1, threads() // max(1, intra_threads))
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": intra_threads * streams,
+        self.inference_precision = {"fp32": "f32", "bf16": "bf16"}[precision]
+        config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "INFERENCE_NUM_THREADS": intra_threads * streams,
                   "NUM_STREAMS": streams, "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY"}
         try:
             self.compiled = ov.Core().compile_model(str(path), "CPU", config)
@@ -270,7 +289,7 @@ class OpenVINOSession:
 
     def identity(self) -> dict:
         """What identifies this session's numbers: backend, runtime version, precision, graph hash."""
-        return {"backend": "openvino", "openvino": self.version, "inference_precision": "f32",
+        return {"backend": "openvino", "openvino": self.version, "inference_precision": self.inference_precision,
                 "graph_sha256": self.sha256}
 
 
