@@ -319,7 +319,13 @@ class TxtaiBenchmarkCondition:
     def _embeddings(self, documents, dataset, log):
         from txtai import Embeddings
 
-        embeddings = Embeddings(copy.deepcopy(self.config))
+        from harness.models import berthash  # noqa: F401  (bert_hash folders load through the harness's registered code)
+
+        try:
+            embeddings = Embeddings(copy.deepcopy(self.config))
+        except Exception as exc:
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise HarnessError(f"{self.model}: txtai cannot load {self.config.get('path')}: {reason}") from None
         if embeddings.model is None:
             raise HarnessError(f"{self.model}: txtai found no vector model for {self.config.get('path')}")
         encode_log: dict = {}

@@ -152,8 +152,7 @@ def harness_env(tmp_path) -> dict[str, str]:
 
 
 #: Python code that makes ``import harness.X`` load the real submodule WITHOUT running
-#: harness/__init__.py, whose BertHash registration imports transformers (~6 s of CPU per process).
-#: For subprocesses that never touch BertHash (bm25 runs, cache and file I/O).
+#: harness/__init__.py. For subprocesses that never touch BertHash (bm25 runs, cache and file I/O).
 LIGHT_IMPORT = (
     "import sys, types; _pkg = types.ModuleType('harness'); _pkg.__path__ = [{!r}]; sys.modules['harness'] = _pkg\n"
 ).format(str(REPO / "harness"))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_beir, run_cli
+from conftest import REPO, harness_subprocess_env, make_beir, run_cli
 
 WORDS = ("photosynthesis chlorophyll leaf sunlight volcano magma eruption lava vaccine antibody immune virus glacier"
          " ice melting arctic bitcoin blockchain ledger mining sonata piano composer melody").split()
@@ -230,3 +230,18 @@ def test_seed_conventions_table_and_reproduce(dataset_dir, tmp_path, capsys):
     assert "†" not in row  # BM25 through txtai scoring is exact
     twinless = next(line for line in out.splitlines() if line.startswith("| no txtai twin "))
     assert "n/a" in twinless and "0.2500" in twinless
+
+
+def test_a_bert_hash_folder_runs_in_a_fresh_process(tiny_model, dataset_dir, tmp_path):
+    """Alone in its process (nothing has registered bert_hash with transformers yet), a BertHash
+    folder still loads: the profile registers the harness's code itself (it used to end in
+    transformers' trust_remote_code traceback unless a dense condition had run first)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--model", tiny_model, "--profile", "txtai-benchmark",
+                           "--datasets", str(dataset_dir), "--no-save"],
+                          cwd=REPO, env=harness_subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pico-random-txtai-benchmark" in done.stdout and "ndcg@10=" in done.stdout
+
