@@ -205,7 +205,7 @@ def test_int8_encoder_close_to_fp32_and_marked(tiny_model):
 
 
 def test_unknown_precision_is_one_line_error(tiny_model):
-    with pytest.raises(HarnessError, match="precision 'fp16'"):
+    with pytest.raises(HarnessError, match="backend 'torch' runs precision fp32 or int8, not 'fp16'"):
         DenseEncoder("pico", tiny_model, trust_remote_code=True, precision="fp16")
 
 
