@@ -42,7 +42,7 @@ from txtai.ann.dense.faiss import Faiss
 from harness import registry
 from harness.cache import VectorCache, texts_sha256
 from harness.data import Dataset, _find, _read_jsonl, _TextFile
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.evaluate import PRIMARY_METRIC, parse_metric, trec_measures
 from harness.results import build_result
 
@@ -324,7 +324,7 @@ class TxtaiBenchmarkCondition:
         try:
             embeddings = Embeddings(copy.deepcopy(self.config))
         except Exception as exc:
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            reason = first_line(exc)
             raise HarnessError(f"{self.model}: txtai cannot load {self.config.get('path')}: {reason}") from None
         if embeddings.model is None:
             raise HarnessError(f"{self.model}: txtai found no vector model for {self.config.get('path')}")

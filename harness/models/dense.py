@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models.weights import folder_sha256, require_safetensors
 
 TOKEN_SORT_MIN_HIDDEN = 256
@@ -184,7 +184,7 @@ class DenseEncoder:
         except HarnessError:
             raise
         except Exception as exc:
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            reason = first_line(exc)
             if local.is_dir():
                 raise HarnessError(f"cannot load model folder '{path}' with sentence-transformers: {reason}") from None
             offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
