@@ -119,12 +119,40 @@ def download_dataset(name: str, data_dir: Path) -> Path:
         archive.unlink(missing_ok=True)
 
 
-def _stream(url: str, out, name: str) -> str:
-    """Copy the response body into ``out`` with a progress bar; returns its md5."""
+def fetch_file(url: str, target: Path, sha256: str, how_to_place: str) -> Path:
+    """``target`` if it exists with this sha256, else ``url`` streamed into it and verified (a
+    mismatch or failure leaves no file); ``how_to_place`` ends an unreachable-host error line."""
+    target = Path(target)
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
+                                             delete=False)
+    except OSError as exc:
+        raise _disk_error(target.parent, exc) from None
+    part = Path(handle.name)
+    try:
+        with handle:
+            try:
+                got = _stream(url, handle, target.name, hashlib.sha256())
+            except HarnessError as exc:
+                raise HarnessError(f"{exc}; {how_to_place}") from None
+        if got != sha256:
+            raise HarnessError(f"{url}: sha256 {got} does not match the pinned {sha256}; the download was deleted")
+        os.replace(part, target)
+        return target
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _stream(url: str, out, name: str, digest=None) -> str:
+    """Copy the response body into ``out`` with a progress bar; returns its hex digest (md5 unless
+    another ``hashlib`` object is given)."""
     from tqdm.auto import tqdm
 
     host = urllib.parse.urlsplit(url).netloc or url
-    digest = hashlib.md5()
+    digest = digest or hashlib.md5()
     received = 0
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:

