@@ -47,11 +47,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1000, help="results kept per query (default 1000, for recall@1000)")
     p.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     p.add_argument("--max-length", type=int, default=None, help="override the dense model's max sequence length")
-    p.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32",
+    from harness.models import ort  # numpy only; the CLI has it loaded already
+
+    p.add_argument("--precision", choices=tuple(dict.fromkeys(x for xs in ort.PRECISIONS.values() for x in xs)),
+                   default="fp32",
                    help="dense encoder numerics: fp32 (reference), int8 (dynamic quantisation, torch or onnx) or"
                    " bf16 (openvino on a CPU with bf16 instructions); int8 and bf16 are faster, give slightly"
                    " different scores and are reported as their own conditions")
-    p.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch",
+    p.add_argument("--backend", choices=ort.BACKENDS, default="torch",
                    help="encoder runtime: torch (PyTorch eager), onnx (the model exported once to ONNX, run by"
                    " onnxruntime; fp32 gives the same numbers, int8 is its own condition) or openvino (the same"
                    " graph run by OpenVINO, fp32 or bf16; needs pip install openvino)")
