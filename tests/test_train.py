@@ -194,12 +194,14 @@ def test_hybrid_teacher_adds_normalised_bm25():
     docs = ["vitamin d and bone health", "sugar intake and heart risk", "a trial of insulin dose",
             "vitamin c in the diet"]
     queries = ["vitamin bone", "heart sugar risk", "nothing matches here"]
-    lex = pools.normalised_bm25(queries, docs)
+    sparse_lex = pools.normalised_bm25(queries, docs)
+    lex = sparse_lex.toarray()
+    assert sparse_lex.nnz == np.count_nonzero(lex) < lex.size  # zeros (no shared term) are not stored
     assert lex.shape == (3, 4) and np.allclose(lex.max(1), [1, 1, 0])  # per-query max is 1; no match = 0
     assert lex[0].argmax() == 0 and lex[1].argmax() == 1 and lex[0, 3] > 0 and lex[0, 1] == 0
     td, tq = fake_encoder(docs), fake_encoder(queries)
     pool = pools.Pool("p", docs, queries, td, tq, np.zeros((3, 0), np.int64), [()] * 3, ["query"] * 3,
-                       lex, 0.5)
+                       sparse_lex, 0.5)
     qidx, didx = np.array([2, 0]), np.array([3, 0, 1])
     np.testing.assert_allclose(pool.teacher_scores(qidx, didx),
                                tq[qidx] @ td[didx].T + 0.5 * lex[np.ix_(qidx, didx)], rtol=1e-6)

@@ -25,7 +25,8 @@ class Pool:
     lexical[i, j] + label_weight * labels[i, j], where ``lexical`` is BM25 divided by the query's
     best BM25 score over the corpus (so in [0, 1]; None for the plain MiniLM teacher) and
     ``labels`` marks the known positives of training queries (sparse 0/1: judged relevant in
-    train/dev, or a pseudo-query's source document; None = not used)."""
+    train/dev, or a pseudo-query's source document; None = not used). Both are sparse: a query
+    shares terms with few documents, and 62 dense (M, N) pools outgrow 24 GiB."""
 
     name: str
     docs: list[str]
@@ -35,7 +36,7 @@ class Pool:
     topk: np.ndarray  # (M, k) doc indices by descending teacher score
     positives: list[tuple[int, ...]]
     kinds: list[str]
-    lexical: np.ndarray | None = None  # (M, N) float32 in [0, 1]
+    lexical: sparse.csr_matrix | None = None  # (M, N) float32 in [0, 1]
     lexical_weight: float = 0.0
     labels: sparse.csr_matrix | None = None  # (M, N) float32 0/1
     label_weight: float = 0.0
@@ -44,7 +45,7 @@ class Pool:
         """(len(qidx), len(docs)) teacher scores."""
         out = self.t_queries[qidx] @ self.t_docs[docs].T
         if self.lexical is not None and self.lexical_weight:
-            out = out + self.lexical_weight * self.lexical[np.ix_(np.asarray(qidx), np.asarray(docs))]
+            out = out + self.lexical_weight * self.lexical[np.asarray(qidx)][:, np.asarray(docs)].toarray()
         if self.labels is not None and self.label_weight:
             out = out + self.label_weight * self.labels[np.asarray(qidx)][:, np.asarray(docs)].toarray()
         return out.astype(np.float32)
@@ -58,14 +59,14 @@ def relevance_labels(positives: list[tuple[int, ...]], n_docs: int) -> sparse.cs
     return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(positives), n_docs))
 
 
-def normalised_bm25(queries: list[str], docs: list[str]) -> np.ndarray:
-    """(n_queries, n_docs) BM25 scores (the harness's bm25 settings) divided by each query's
-    maximum; rows without any matching document stay 0."""
+def normalised_bm25(queries: list[str], docs: list[str]) -> sparse.csr_matrix:
+    """(n_queries, n_docs) sparse float32 BM25 scores (the harness's bm25 settings) divided by
+    each query's maximum; documents sharing no term with the query (score 0) are not stored."""
     from harness.retrieval.bm25 import BM25
 
     scores = BM25(docs).scores(queries)
     scores /= np.maximum(scores.max(1, keepdims=True), 1e-9)
-    return scores
+    return sparse.csr_matrix(scores)
 
 
 def teacher_topk(pool: Pool, k: int, block: int = 2048) -> np.ndarray:
