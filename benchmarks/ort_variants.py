@@ -16,7 +16,8 @@ fp32 variants (same vectors; max abs difference to the harness's torch path prin
 
 int8 variants (``quantize_dynamic`` of the fp32 graph's MatMuls, per channel, 7-bit weights unless
 said): mean / minimum cosine to the fp32 vectors, and speed. ``keep-ffn-out`` keeps each layer's
-FFN output projection (1536 -> 384, the input with GELU's outliers) in fp32; ``keep-first-last``
+FFN output projection (1536 -> 384, the input with GELU's outliers) in fp32 (the harness's int8
+scheme, ``ort.INT8_KEEP_FP32``), ``keep-ffn-out-last3`` only those of layers 3-5; ``keep-first-last``
 keeps the first and last layer in fp32; ``no-reduce-range`` uses the full 8-bit weight range.
 
     python benchmarks/ort_variants.py --docs 320 --repeat 2
@@ -125,6 +126,8 @@ def main() -> None:
             "int8": [],
             "int8-no-reduce-range": [],
             "int8-keep-ffn-out": [n for n in matmuls if "/output/dense/" in n and "/attention/" not in n],
+            "int8-keep-ffn-out-last3": [n for n in matmuls if "/output/dense/" in n and "/attention/" not in n
+                                        and any(f"/layer.{i}/" in n for i in (3, 4, 5))],
             "int8-keep-first-last": [n for n in matmuls if "/layer.0/" in n or "/layer.5/" in n],
         }
         for name, excluded in keep.items():
