@@ -58,6 +58,7 @@ def side_beir(args) -> dict:
     from beir.retrieval.evaluation import EvaluateRetrieval
     from beir.retrieval.search.dense import DenseRetrievalExactSearch
 
+    import harness.models.berthash  # noqa: F401  (registers bert_hash, so SentenceBERT loads a pico folder)
     from harness import registry
     from harness.data import load_dataset
 
