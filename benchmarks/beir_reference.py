@@ -54,11 +54,6 @@ def side_harness(args) -> dict:
 
 
 def side_beir(args) -> dict:
-    from beir.retrieval import models
-    from beir.retrieval.evaluation import EvaluateRetrieval
-    from beir.retrieval.search.dense import DenseRetrievalExactSearch
-
-    import harness.models.berthash  # noqa: F401  (registers bert_hash, so SentenceBERT loads a pico folder)
     from harness import registry
     from harness.data import load_dataset
 
@@ -66,7 +61,15 @@ def side_beir(args) -> dict:
     corpus = {d: {"title": t, "text": x} for d, t, x in zip(dataset.doc_ids, dataset.titles, dataset.texts)}
     queries = dict(zip(dataset.query_ids, dataset.queries))
     _, path = registry.resolve(args.model)
+    # the clock starts before BEIR's imports (torch, sentence-transformers), as the harness side's
+    # starts before its lazy imports of the same libraries
     start, cpu = time.perf_counter(), time.process_time()
+    from beir.retrieval import models
+    from beir.retrieval.evaluation import EvaluateRetrieval
+    from beir.retrieval.search.dense import DenseRetrievalExactSearch
+
+    import harness.models.berthash  # noqa: F401  (registers bert_hash, so SentenceBERT loads a pico folder)
+
     model = models.SentenceBERT(path)
     retriever = EvaluateRetrieval(
         DenseRetrievalExactSearch(model, batch_size=args.batch_size, show_progress_bar=False),
