@@ -125,8 +125,8 @@ def main() -> None:
         keep = {
             "int8": [],
             "int8-no-reduce-range": [],
-            "int8-keep-ffn-out": [n for n in matmuls if "/output/dense/" in n and "/attention/" not in n],
-            "int8-keep-ffn-out-last3": [n for n in matmuls if "/output/dense/" in n and "/attention/" not in n
+            "int8-keep-ffn-out": [n for n in matmuls if ort.kept_fp32(n)],
+            "int8-keep-ffn-out-last3": [n for n in matmuls if ort.kept_fp32(n)
                                         and any(f"/layer.{i}/" in n for i in (3, 4, 5))],
             "int8-keep-first-last": [n for n in matmuls if "/layer.0/" in n or "/layer.5/" in n],
         }

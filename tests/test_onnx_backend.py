@@ -91,18 +91,16 @@ def test_dense_onnx_int8_is_close_and_its_own_condition(tiny_model, tmp_path, ca
 def test_int8_keeps_the_named_matmuls_fp32(tiny_model, tmp_path):
     """MatMuls named by ``INT8_KEEP_FP32`` (each layer's FFN output projection) stay fp32 MatMuls
     in the int8 graph; every other weight MatMul is quantised."""
-    import re
-
     import onnx
 
     from harness.models import ort
 
     encoder = DenseEncoder("pico", tiny_model, precision="int8", backend="onnx", graph_dir=tmp_path)
     nodes = onnx.load(str(encoder._session.path)).graph.node
-    kept = [n.name for n in nodes if n.op_type == "MatMul" and any(re.search(p, n.name) for p in ort.INT8_KEEP_FP32)]
+    kept = [n.name for n in nodes if n.op_type == "MatMul" and ort.kept_fp32(n.name)]
     assert len(kept) == berthash.pico_config().num_hidden_layers  # one per layer
     quantised = [n for n in nodes if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
-    assert quantised and not any(any(re.search(p, n.name) for p in ort.INT8_KEEP_FP32) for n in quantised)
+    assert quantised and not any(ort.kept_fp32(n.name) for n in quantised)
     assert encoder.provenance()["quantization"]["kept_fp32"] != "none"
 
 

@@ -183,6 +183,11 @@ def export(module, example: dict, output_name: str, target: Path, hf_model=None)
     return target
 
 
+def kept_fp32(node_name: str) -> bool:
+    """Whether the MatMul node ``node_name`` stays fp32 in the int8 graph (:data:`INT8_KEEP_FP32`)."""
+    return any(re.search(pattern, node_name) for pattern in INT8_KEEP_FP32)
+
+
 def quantize(source: Path, target: Path, ops=("MatMul", "Attention")) -> Path:
     """Dynamic int8 copy of the fp32 graph ``source`` (:data:`INT8_SCHEME`; MatMuls matching
     :data:`INT8_KEEP_FP32` stay fp32), written atomically."""
@@ -195,9 +200,7 @@ def quantize(source: Path, target: Path, ops=("MatMul", "Attention")) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(handle)
-    keep = [re.compile(p) for p in INT8_KEEP_FP32]
-    excluded = [n.name for n in onnx.load(str(source)).graph.node
-                if n.op_type == "MatMul" and any(p.search(n.name) for p in keep)]
+    excluded = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "MatMul" and kept_fp32(n.name)]
     try:
         # onnxruntime's quantiser logs an advice ("consider to run pre-processing") on the root logger
         logging.disable(logging.WARNING)

@@ -44,10 +44,9 @@ class Pool:
     def teacher_scores(self, qidx, docs) -> np.ndarray:
         """(len(qidx), len(docs)) teacher scores."""
         out = self.t_queries[qidx] @ self.t_docs[docs].T
-        if self.lexical is not None and self.lexical_weight:
-            out = out + self.lexical_weight * self.lexical[np.asarray(qidx)][:, np.asarray(docs)].toarray()
-        if self.labels is not None and self.label_weight:
-            out = out + self.label_weight * self.labels[np.asarray(qidx)][:, np.asarray(docs)].toarray()
+        for term, weight in ((self.lexical, self.lexical_weight), (self.labels, self.label_weight)):
+            if term is not None and weight:
+                out = out + weight * term[np.asarray(qidx)][:, np.asarray(docs)].toarray()
         return out.astype(np.float32)
 
 
